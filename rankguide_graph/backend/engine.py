@@ -1,0 +1,199 @@
+"""The step-wise two-model engine: one shared token sequence, one KV cache per model.
+
+The engine owns the text of a run (prompt plus steps) as token ids and the positions where steps
+end. Each model (``"srm"``, ``"lrm"``) catches up on the tokens it has not seen with a single
+prefill of only those tokens, then writes a step. A policy (the LangGraph nodes) decides who
+writes next; the engine only guarantees that every model sees the same text, each token once.
+
+Per step boundary the SRM yields the signals RankGuide reads (paper §3): the signal-layer input at
+the token that closed each new step (its *step hidden state*) and the next-token logits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rankguide_graph.backend.runner import ModelRunner
+from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
+from rankguide_graph.backend.stopping import StepStopRule, StopReason
+from rankguide_graph.errors import ConfigError, PromptError
+
+
+@dataclass
+class Step:
+    """One reasoning step as written by one model."""
+
+    model: str
+    """Who wrote it (a key of ``StepEngine.runners``)."""
+    token_ids: list[int]
+    """Its tokens, the closing delimiter included."""
+    text: str
+    """Its decoded text."""
+    stop_reason: StopReason
+    """Why it ended."""
+    start: int
+    """Position of its first token in the sequence."""
+    seconds: float
+    """Wall time spent writing it (catch-up prefill included)."""
+
+
+@dataclass
+class Observation:
+    """A model's view at the current end of the text, after catching up."""
+
+    logits: torch.Tensor
+    """Next-token logits, (V,) float32."""
+    step_hidden: torch.Tensor
+    """Signal-layer input at the end of each step that was new to this model, (k, d_hid)."""
+    n_fed: int
+    """Tokens fed to catch up (0 when it was already current)."""
+
+
+@dataclass
+class _RunState:
+    prompt_len: int = 0
+    step_ends: list[int] = field(default_factory=list)
+    delimiter_ends: set[int] = field(default_factory=set)
+
+
+class StepEngine:
+    """Drives several models over one token sequence, a step at a time."""
+
+    def __init__(
+        self,
+        runners: dict[str, ModelRunner],
+        stop_rule: StepStopRule,
+        *,
+        max_step_tokens: int = 512,
+        sampling: SamplingConfig | None = None,
+    ) -> None:
+        """Create an engine over ``runners`` (e.g. ``{"srm": ..., "lrm": ...}``)."""
+        if not runners:
+            raise ConfigError("runners (={}) must name at least one model, e.g. {'srm': runner}")
+        if isinstance(max_step_tokens, bool) or not isinstance(max_step_tokens, int):
+            raise ConfigError(f"max_step_tokens (={max_step_tokens!r}) must be a positive int")
+        if max_step_tokens < 1:
+            raise ConfigError(f"max_step_tokens (={max_step_tokens}) must be >= 1, e.g. 512")
+        self.runners = runners
+        self.stop_rule = stop_rule
+        self.max_step_tokens = max_step_tokens
+        self.sampler = TokenSampler(sampling or SamplingConfig())
+        self.sequence: list[int] = []
+        self._run = _RunState()
+
+    # -- run lifecycle --------------------------------------------------------------------------
+    def start(self, prompt_ids: Sequence[int]) -> None:
+        """Begin a run on ``prompt_ids`` (already templated); resets every model's cache."""
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise PromptError("prompt_ids is empty: encode a non-empty prompt first")
+        for name, runner in self.runners.items():
+            limit = runner.loaded.max_context
+            if limit is not None and len(prompt) >= limit:
+                raise PromptError(
+                    f"the prompt has {len(prompt)} tokens but {name} ({runner.name!r}) has a "
+                    f"context of {limit}: shorten the prompt to fewer than {limit} tokens"
+                )
+        for runner in self.runners.values():
+            runner.reset()
+        self.sequence = prompt
+        self._run = _RunState(prompt_len=len(prompt))
+
+    @property
+    def prompt_len(self) -> int:
+        """Number of prompt tokens at the start of the sequence."""
+        return self._run.prompt_len
+
+    @property
+    def step_ends(self) -> list[int]:
+        """Position of the last token of every step so far."""
+        return list(self._run.step_ends)
+
+    @property
+    def tokens_fed(self) -> dict[str, int]:
+        """Tokens fed to each model since ``start``."""
+        return {name: r.tokens_fed for name, r in self.runners.items()}
+
+    def text(self, start: int | None = None) -> str:
+        """Decoded text of the sequence from ``start`` (default: the end of the prompt)."""
+        tokenizer = next(iter(self.runners.values())).loaded.tokenizer
+        begin = self._run.prompt_len if start is None else start
+        return tokenizer.decode(self.sequence[begin:])
+
+    # -- the two operations a policy uses -------------------------------------------------------
+    def observe(self, name: str) -> Observation:
+        """Catch ``name`` up to the end of the text and return its next-token view."""
+        runner = self._runner(name)
+        if runner.cached_len == len(self.sequence) and runner.next_logits is not None:
+            return Observation(
+                logits=runner.next_logits,
+                step_hidden=torch.zeros(0, runner.loaded.hidden_size),
+                n_fed=0,
+            )
+        start = runner.cached_len
+        tail = self.sequence[start:]
+        capture = [p - start for p in self._run.step_ends if p >= start]
+        steer = [p - start for p in self._run.delimiter_ends if p >= start]
+        result = runner.feed(tail, capture=capture, steer=sorted(steer))
+        return Observation(logits=result.logits, step_hidden=result.hidden, n_fed=result.n_fed)
+
+    def generate_step(self, name: str, max_new_tokens: int | None = None) -> Step:
+        """Let ``name`` write the next step (catching up first) and append it to the text."""
+        runner = self._runner(name)
+        started = time.perf_counter()
+        self.observe(name)
+        budget = self.max_step_tokens if max_new_tokens is None else max_new_tokens
+        limit = runner.loaded.max_context
+        room = budget if limit is None else min(budget, limit - len(self.sequence))
+        if room < 1:
+            return self._append(name, [], StopReason.CONTEXT_FULL, started)
+        tokens, reason = runner.decode(self.sampler, self.stop_rule.tracker(), room)
+        if reason is StopReason.MAX_STEP_TOKENS and room < budget:
+            reason = StopReason.CONTEXT_FULL
+        return self._append(name, tokens, reason, started)
+
+    def truncate(self, length: int) -> None:
+        """Roll the text back to its first ``length`` tokens (never into the prompt)."""
+        if not self._run.prompt_len <= length <= len(self.sequence):
+            raise ValueError(
+                f"length (={length}) must be between the prompt length ({self._run.prompt_len}) "
+                f"and the sequence length ({len(self.sequence)})"
+            )
+        del self.sequence[length:]
+        self._run.step_ends = [p for p in self._run.step_ends if p < length]
+        self._run.delimiter_ends = {p for p in self._run.delimiter_ends if p < length}
+        for runner in self.runners.values():
+            runner.truncate(length)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _runner(self, name: str) -> ModelRunner:
+        if not self.sequence:
+            raise RuntimeError("no run in progress: call start(prompt_ids) first")
+        try:
+            return self.runners[name]
+        except KeyError:
+            raise ConfigError(
+                f"model (={name!r}) is not one of this engine's models {sorted(self.runners)}"
+            ) from None
+
+    def _append(self, name: str, tokens: list[int], reason: StopReason, started: float) -> Step:
+        begin = len(self.sequence)
+        self.sequence.extend(tokens)
+        if tokens:
+            end = len(self.sequence) - 1
+            self._run.step_ends.append(end)
+            if reason is StopReason.DELIMITER:
+                self._run.delimiter_ends.add(end)
+        tokenizer = self.runners[name].loaded.tokenizer
+        return Step(
+            model=name,
+            token_ids=tokens,
+            text=tokenizer.decode(tokens),
+            stop_reason=reason,
+            start=begin,
+            seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,187 @@
+"""One model, its own KV cache over the shared token sequence, and the count of tokens it was fed.
+
+The runner never feeds a token twice: ``feed`` sends only the tokens past its cache (the prompt
+once, then its own sampled tokens one by one, then a catch-up prefill of whatever the other model
+wrote), and ``tokens_fed`` counts every token that went through the model. A step ends on a
+sampled token that is *not* fed yet, exactly like ``generate``: the cache lags the text by one
+token, and the next ``feed`` (the step boundary) sends the delimiter together with anything the
+other model added. That boundary pass is where the step hidden state is read and where steering is
+applied (performance notes: "one explicit forward over the model's uncached tail").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from rankguide_graph.backend.capture import capture_layer_input
+from rankguide_graph.backend.layers import check_layer, decoder_layers, middle_layer
+from rankguide_graph.backend.loading import LoadedModel
+from rankguide_graph.backend.sampling import TokenSampler
+from rankguide_graph.backend.stopping import StepStopTracker, StopReason
+from rankguide_graph.steering.hook import add_at_positions
+from rankguide_graph.steering.vector import SteeringVector
+
+
+@dataclass
+class FeedResult:
+    """What one forward pass over uncached tokens yields."""
+
+    logits: torch.Tensor
+    """Next-token logits after the last fed token, (V,) float32 on the CPU."""
+    hidden: torch.Tensor
+    """Input of the signal layer at the requested positions, (P, d_hid) float32 on the CPU."""
+    n_fed: int
+    """How many tokens this pass fed."""
+
+
+class ModelRunner:
+    """Step-wise generation for one causal LM with a cache that lives for a whole run."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        layer: int | None = None,
+        steering: SteeringVector | None = None,
+        alpha: float = 1.0,
+    ) -> None:
+        """Wrap ``loaded``; ``layer`` is the signal layer (default: the middle one)."""
+        self.loaded = loaded
+        self.model = loaded.model
+        self.layer = check_layer(
+            middle_layer(loaded.num_layers) if layer is None else layer, loaded.num_layers
+        )
+        self._layers = decoder_layers(self.model)
+        self.steering: SteeringVector | None = None
+        self.alpha = 1.0
+        self.set_steering(steering, alpha)
+        self.tokens_fed = 0
+        self.forward_seconds = 0.0
+        self.cache = DynamicCache(config=self.model.config)
+        self._next_logits: torch.Tensor | None = None
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The checkpoint the model came from."""
+        return self.loaded.name
+
+    @property
+    def cached_len(self) -> int:
+        """Number of sequence positions held in the KV cache."""
+        return int(self.cache.get_seq_length())
+
+    @property
+    def next_logits(self) -> torch.Tensor | None:
+        """Logits for position ``cached_len`` when the last pass produced them, else ``None``."""
+        return self._next_logits
+
+    def set_steering(self, steering: SteeringVector | None, alpha: float = 1.0) -> None:
+        """Steer this model at delimiter positions from now on (``None`` switches it off)."""
+        if steering is not None:
+            steering.check_model(self.loaded.hidden_size, self.loaded.num_layers, self.name)
+        self.steering, self.alpha = steering, float(alpha)
+
+    def reset(self) -> None:
+        """Forget the cache and the counters (a new run)."""
+        self.cache = DynamicCache(config=self.model.config)
+        self._next_logits = None
+        self.tokens_fed = 0
+        self.forward_seconds = 0.0
+
+    def truncate(self, length: int) -> None:
+        """Drop cached positions ``>= length`` (a rollback); logits are recomputed on next feed.
+
+        When the cache would end exactly at ``length`` its next-token logits are gone, so one
+        more position is dropped and re-fed later: the only case where a token is fed twice.
+        """
+        cached = self.cached_len
+        if cached < length or (cached == length and self._next_logits is not None):
+            return
+        keep = max(length - 1, 0)
+        self.cache.crop(-(cached - keep))
+        self._next_logits = None
+
+    # -- forward passes -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def feed(
+        self,
+        tokens: Sequence[int],
+        *,
+        capture: Sequence[int] = (),
+        steer: Sequence[int] = (),
+    ) -> FeedResult:
+        """Feed ``tokens`` (the positions right after the cache) in one forward pass.
+
+        Args:
+            tokens: the new token ids; at least one.
+            capture: indices into ``tokens`` whose signal-layer input is returned.
+            steer: indices into ``tokens`` that close a step (Eq. 8 is applied there).
+        """
+        if not tokens:
+            raise ValueError("feed() needs at least one new token; the cache already covers all")
+        device = self.loaded.device
+        input_ids = torch.tensor([list(tokens)], dtype=torch.long, device=device)  # (1, T)
+        layer_module = self._layers[self.layer]
+        capture_idx = torch.tensor(list(capture), dtype=torch.long)  # (P,)
+        steer_mask = torch.zeros(len(tokens), dtype=torch.bool)  # (T,)
+        if self.steering is not None and steer:
+            steer_mask[list(steer)] = True
+        vector = self.steering.vector if self.steering is not None else torch.zeros(0)
+        started = time.perf_counter()
+        # Capture is registered first, so it reads the state before steering is added.
+        with (
+            capture_layer_input(layer_module, capture_idx) as captured,
+            add_at_positions(layer_module, vector, self.alpha, steer_mask),
+        ):
+            out = self.model(
+                input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+            )
+        self.forward_seconds += time.perf_counter() - started
+        self.tokens_fed += len(tokens)
+        logits = out.logits[0, -1].float().cpu()  # (V,)
+        self._next_logits = logits
+        hidden = captured.states
+        if hidden is None:
+            hidden = torch.zeros(0, self.loaded.hidden_size)
+        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens))
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        sampler: TokenSampler,
+        tracker: StepStopTracker,
+        max_new_tokens: int,
+    ) -> tuple[list[int], StopReason]:
+        """Sample one step starting from ``next_logits``; the last sampled token is not fed.
+
+        Runs a plain token-by-token loop (no ``generate``): batch 1, no padding, so the model's
+        own forward derives positions from the cache. Greedy output equals ``generate``'s.
+        """
+        if self._next_logits is None:
+            raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
+        device = self.loaded.device
+        logits = self._next_logits
+        self._next_logits = None
+        new_tokens: list[int] = []
+        started = time.perf_counter()
+        try:
+            while True:
+                token = sampler(logits)
+                new_tokens.append(token)
+                reason = tracker.stop_reason(token)
+                if reason is not None:
+                    return new_tokens, reason
+                if len(new_tokens) >= max_new_tokens:
+                    return new_tokens, StopReason.MAX_STEP_TOKENS
+                input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+                out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+                self.tokens_fed += 1
+                logits = out.logits[0, -1]  # (V,)
+        finally:
+            self.forward_seconds += time.perf_counter() - started

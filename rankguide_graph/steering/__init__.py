@@ -1,0 +1,6 @@
+"""Rank-guided steering (paper §4.2): the steering vector and its injection at step delimiters."""
+
+from rankguide_graph.steering.hook import add_at_positions
+from rankguide_graph.steering.vector import SteeringVector
+
+__all__ = ["SteeringVector", "add_at_positions"]

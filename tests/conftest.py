@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random models of several architectures, saved and loaded back from disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rankguide_graph.backend import LoadedModel, load_causal_lm
+from rankguide_graph.tiny_models import ARCHITECTURES, build_tokenizer, save_tiny_model
+
+# init_std 0.2 makes the random models emit delimiter tokens every few dozen tokens.
+SRM_KWARGS = dict(hidden_size=64, num_layers=4, num_heads=4)
+LRM_KWARGS = dict(hidden_size=96, num_layers=6, num_heads=4)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory, tokenizer) -> dict[str, dict[str, Path]]:
+    """``{arch: {"srm": dir, "lrm": dir}}`` for every supported architecture."""
+    dirs: dict[str, dict[str, Path]] = {}
+    for arch in ARCHITECTURES:
+        root = tmp_path_factory.mktemp(arch)
+        dirs[arch] = {
+            "srm": save_tiny_model(
+                root / "srm", arch, tokenizer=tokenizer, seed=0, init_std=0.2, **SRM_KWARGS
+            ),
+            "lrm": save_tiny_model(
+                root / "lrm", arch, tokenizer=tokenizer, seed=1, init_std=0.2, **LRM_KWARGS
+            ),
+        }
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def loaded_pairs(model_dirs) -> dict[str, dict[str, LoadedModel]]:
+    return {
+        arch: {role: load_causal_lm(path) for role, path in pair.items()}
+        for arch, pair in model_dirs.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def llama_pair(loaded_pairs) -> dict[str, LoadedModel]:
+    return loaded_pairs["llama"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()

@@ -1,0 +1,188 @@
+"""The step-wise engine against one-shot ``generate`` and against full recomputes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rankguide_graph.backend import (
+    ModelRunner,
+    StepEngine,
+    StepStopRule,
+    StopReason,
+    encode_question,
+)
+from rankguide_graph.errors import ConfigError, PromptError
+from rankguide_graph.tiny_models import ARCHITECTURES
+
+QUESTION = "What is 3 + 4 * 2? Think step by step."
+# Logits and hidden states of a cached, piecewise run vs one forward over the whole text (fp32).
+ATOL = 1e-4
+
+
+def _engine(pair, *, srm_only=False, max_step_tokens=24) -> StepEngine:
+    runners = {"srm": ModelRunner(pair["srm"])}
+    if not srm_only:
+        runners["lrm"] = ModelRunner(pair["lrm"])
+    rule = StepStopRule.for_tokenizer(pair["srm"].tokenizer)
+    return StepEngine(runners, rule, max_step_tokens=max_step_tokens)
+
+
+def _prompt(pair) -> list[int]:
+    return encode_question(pair["srm"].tokenizer, QUESTION)
+
+
+@torch.inference_mode()
+def _full_forward(loaded, ids: list[int], layer: int):
+    out = loaded.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    return out.logits[0], out.hidden_states[layer][0]  # (T, V), (T, d_hid)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_stepwise_srm_only_equals_one_shot_greedy_generate(loaded_pairs, arch):
+    pair = loaded_pairs[arch]
+    engine = _engine(pair, srm_only=True)
+    prompt = _prompt(pair)
+    engine.start(prompt)
+    steps = []
+    while sum(len(s.token_ids) for s in steps) < 120:
+        step = engine.generate_step("srm")
+        steps.append(step)
+        if step.stop_reason in (StopReason.EOS, StopReason.END_OF_THINKING):
+            break
+    produced = [t for s in steps for t in s.token_ids]
+    assert len(steps) >= 3
+    assert engine.sequence == prompt + produced
+
+    model = pair["srm"].model
+    reference = model.generate(
+        input_ids=torch.tensor([prompt]),
+        max_new_tokens=len(produced),
+        do_sample=False,
+        eos_token_id=pair["srm"].tokenizer.eos_token_id,
+        pad_token_id=pair["srm"].tokenizer.pad_token_id,
+    )[0, len(prompt) :].tolist()
+    assert produced == reference
+    # Each token went through the model once; the last sampled token is not fed yet.
+    assert engine.tokens_fed["srm"] == len(engine.sequence) - 1
+
+
+def test_tiny_models_produce_delimiter_steps(loaded_pairs):
+    """Guard for the tests above: the tiny models do end steps at delimiters, not only at caps."""
+    reasons = []
+    for arch in ARCHITECTURES:
+        engine = _engine(loaded_pairs[arch], srm_only=True, max_step_tokens=64)
+        engine.start(_prompt(loaded_pairs[arch]))
+        reasons += [engine.generate_step("srm").stop_reason for _ in range(4)]
+    assert reasons.count(StopReason.DELIMITER) >= 4
+
+
+def _alternate(engine: StepEngine, n_steps: int) -> list:
+    steps = []
+    for i in range(n_steps):
+        name = "srm" if i % 3 != 2 else "lrm"
+        engine.observe("srm")  # the SRM reads its signals before every step, as RankGuide does
+        step = engine.generate_step(name)
+        steps.append(step)
+        if step.stop_reason in (StopReason.EOS, StopReason.END_OF_THINKING):
+            break
+    return steps
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_alternating_run_matches_full_recompute_for_each_model(loaded_pairs, arch):
+    pair = loaded_pairs[arch]
+    engine = _engine(pair)
+    engine.start(_prompt(pair))
+    srm_hidden = []
+    for i in range(7):
+        name = "srm" if i % 3 != 2 else "lrm"
+        srm_hidden.append(engine.observe("srm").step_hidden)
+        step = engine.generate_step(name)
+        if step.stop_reason in (StopReason.EOS, StopReason.END_OF_THINKING):
+            break
+    srm_hidden.append(engine.observe("srm").step_hidden)
+    assert {"srm", "lrm"} <= {s for s in ("srm", "lrm") if engine.tokens_fed[s] > 0}
+    sequence = engine.sequence
+
+    for name in ("srm", "lrm"):
+        runner = engine.runners[name]
+        observed = engine.observe(name).logits
+        logits, hidden = _full_forward(runner.loaded, sequence, runner.layer)
+        torch.testing.assert_close(observed, logits[-1], atol=ATOL, rtol=0)
+        # Every model was fed each token of the text exactly once: recompute factor 1.00.
+        assert engine.tokens_fed[name] == len(sequence)
+    # The SRM's step hidden states (read at boundaries during the run) match the recompute.
+    _, hidden = _full_forward(pair["srm"], sequence, engine.runners["srm"].layer)
+    collected = torch.cat(srm_hidden)
+    assert collected.shape[0] == len(engine.step_ends)
+    torch.testing.assert_close(collected, hidden[engine.step_ends], atol=ATOL, rtol=0)
+
+
+def test_truncate_keeps_caches_consistent(llama_pair):
+    engine = _engine(llama_pair)
+    engine.start(_prompt(llama_pair))
+    steps = _alternate(engine, 5)
+    cut = steps[2].start  # roll back the third step and everything after it
+    engine.truncate(cut)
+    assert len(engine.sequence) == cut
+    assert all(p < cut for p in engine.step_ends)
+    for name in ("srm", "lrm"):
+        observed = engine.observe(name).logits
+        logits, _ = _full_forward(llama_pair[name], engine.sequence, 0)
+        torch.testing.assert_close(observed, logits[-1], atol=ATOL, rtol=0)
+    # The run continues from the rolled-back text.
+    step = engine.generate_step("lrm")
+    assert engine.sequence[cut:] == step.token_ids
+
+
+def test_context_full_stops_the_step(tmp_path, tokenizer):
+    from rankguide_graph.backend import load_causal_lm
+    from rankguide_graph.tiny_models import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "short", tokenizer=tokenizer, max_position_embeddings=40)
+    loaded = load_causal_lm(path)
+    engine = StepEngine(
+        {"srm": ModelRunner(loaded)}, StepStopRule.for_tokenizer(tokenizer), max_step_tokens=200
+    )
+    engine.start(encode_question(tokenizer, "hi"))
+    reasons = [engine.generate_step("srm").stop_reason for _ in range(30)]
+    assert StopReason.CONTEXT_FULL in reasons
+    assert len(engine.sequence) == 40
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_empty_and_whitespace_prompts_are_refused(tokenizer):
+    for question in ("", "   \n\t"):
+        with pytest.raises(PromptError, match="empty"):
+            encode_question(tokenizer, question)
+
+
+def test_prompt_longer_than_context_is_refused(llama_pair):
+    engine = _engine(llama_pair)
+    limit = llama_pair["srm"].max_context
+    with pytest.raises(PromptError, match=f"context of {limit}"):
+        engine.start([5] * limit)
+    with pytest.raises(PromptError, match="empty"):
+        engine.start([])
+
+
+def test_bad_engine_settings(llama_pair):
+    rule = StepStopRule.for_tokenizer(llama_pair["srm"].tokenizer)
+    runner = ModelRunner(llama_pair["srm"])
+    with pytest.raises(ConfigError, match=r"max_step_tokens \(=0\)"):
+        StepEngine({"srm": runner}, rule, max_step_tokens=0)
+    with pytest.raises(ConfigError, match="at least one model"):
+        StepEngine({}, rule)
+    engine = StepEngine({"srm": runner}, rule)
+    with pytest.raises(RuntimeError, match="start"):
+        engine.generate_step("srm")
+    engine.start(_prompt(llama_pair))
+    with pytest.raises(ConfigError, match=r"model \(='lrm'\) is not one of"):
+        engine.generate_step("lrm")
+
+
+@pytest.mark.parametrize("layer", [-1, 4, 99, 1.5])
+def test_layer_out_of_range_is_refused(llama_pair, layer):
+    with pytest.raises(ConfigError, match="layer"):
+        ModelRunner(llama_pair["srm"], layer=layer)
