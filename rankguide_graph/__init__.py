@@ -1,1 +1,1 @@
-"""rankguide_graph: RankGuide collaborative reasoning between a small and a large reasoning model."""
+"""rankguide_graph: RankGuide collaboration between a small and a large reasoning model."""

@@ -1,8 +1,8 @@
 """The exceptions of rankguide_graph.
 
-Every error names the offending value and says how to fix it. They subclass the built-in exception
-a caller would expect (``ValueError`` for bad settings, ``OSError`` for loading), so generic handlers
-keep working.
+Every error names the offending value and says how to fix it. They subclass the built-in
+exception a caller would expect (``ValueError`` for bad settings, ``OSError`` for loading),
+so generic handlers keep working.
 """
 
 from __future__ import annotations

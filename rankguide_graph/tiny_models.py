@@ -1,10 +1,10 @@
 """Tiny, randomly initialised HuggingFace model pairs built from configs, for tests and examples.
 
 No model hub is needed: a byte-level BPE tokenizer is trained in milliseconds on a synthetic
-corpus of "\\n\\n"-separated reasoning steps (so fused delimiter tokens such as ``".\\n\\n"`` exist),
-given a chat template that opens ``<think>``, and saved with each model through ``save_pretrained``
-so everything loads back through the real ``from_pretrained`` code. Weights are random: these
-models exercise the machinery, not the reasoning.
+corpus of "\\n\\n"-separated reasoning steps (so fused delimiter tokens such as ``".\\n\\n"``
+exist), given a chat template that opens ``<think>``, and saved with each model through
+``save_pretrained`` so everything loads back through the real ``from_pretrained`` code. Weights
+are random: these models exercise the machinery, not the reasoning.
 """
 
 from __future__ import annotations

@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rankguide_graph.backend import ModelRunner, StepEngine, StepStopRule, decoder_layers
-from rankguide_graph.backend import encode_question
+from rankguide_graph.backend import (
+    ModelRunner,
+    StepEngine,
+    StepStopRule,
+    decoder_layers,
+    encode_question,
+)
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.steering import SteeringVector, add_at_positions
 
 
 def _layer_inputs(model, layer_module, input_ids, mask, vector, alpha):
-    """The tensor layer ``layer_module`` really receives, read by a hook registered after steering."""
+    """What ``layer_module`` really receives, read by a hook registered after steering."""
     seen = {}
 
     def probe(_m, args, kwargs):

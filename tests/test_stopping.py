@@ -1,6 +1,7 @@
-from rankguide_graph.backend import StepStopRule, StopReason
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from rankguide_graph.backend import StepStopRule, StopReason
 
 
 def _char_tokenizer() -> PreTrainedTokenizerFast:

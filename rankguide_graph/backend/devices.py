@@ -20,7 +20,7 @@ _DTYPES: dict[str, torch.dtype] = {
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Return ``device`` as a ``torch.device``; ``None`` picks ``cuda`` when available, else ``cpu``."""
+    """Return ``device`` as a ``torch.device``; ``None`` picks CUDA when available, else CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -122,7 +122,7 @@ class StepEngine:
         """Decoded text of the sequence from ``start`` (default: the end of the prompt)."""
         tokenizer = next(iter(self.runners.values())).loaded.tokenizer
         begin = self._run.prompt_len if start is None else start
-        return tokenizer.decode(self.sequence[begin:])
+        return str(tokenizer.decode(self.sequence[begin:]))
 
     # -- the two operations a policy uses -------------------------------------------------------
     def observe(self, name: str) -> Observation:
@@ -192,7 +192,7 @@ class StepEngine:
         return Step(
             model=name,
             token_ids=tokens,
-            text=tokenizer.decode(tokens),
+            text=str(tokenizer.decode(tokens)),
             stop_reason=reason,
             start=begin,
             seconds=time.perf_counter() - started,

@@ -15,7 +15,8 @@ from rankguide_graph.errors import ConfigError
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The list of decoder layers of a HuggingFace causal LM (Llama, Qwen2/3, Mistral, ...)."""
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
     layers = getattr(decoder, "layers", None)
     if isinstance(layers, nn.ModuleList):
         return layers

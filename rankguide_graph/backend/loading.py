@@ -34,7 +34,7 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         """Device of the input embeddings (where input ids must go)."""
-        return self.model.get_input_embeddings().weight.device
+        return next(self.model.get_input_embeddings().parameters()).device
 
     @property
     def num_layers(self) -> int:
@@ -58,7 +58,8 @@ def _is_local(name: str) -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.strip("/")
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a filesystem path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
@@ -130,13 +131,13 @@ def load_causal_lm(
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(f"could not load a causal LM from {name!r}: {err}") from err
     if resolved_device is not None:
-        model = model.to(resolved_device)
+        model.to(resolved_device)  # type: ignore[arg-type]  # transformers' stub is too narrow
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 
 
 def check_same_tokenizer(srm: LoadedModel, lrm: LoadedModel) -> None:
-    """Refuse an SRM/LRM pair whose tokenizers differ (the token-level path needs one vocabulary)."""
+    """Refuse an SRM/LRM pair whose tokenizers differ (token-level routing needs one vocabulary)."""
     a, b = srm.tokenizer, lrm.tokenizer
     if a is b:
         return

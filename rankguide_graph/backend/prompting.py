@@ -6,6 +6,8 @@ prompt (which opens ``<think>`` in reasoning templates); without one the raw tex
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.errors import PromptError
@@ -27,8 +29,10 @@ def encode_question(
         messages = [{"role": "user", "content": question}]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in transformers 5
-            ids = ids["input_ids"]
-        return [int(t) for t in ids]
+        encoded: Any = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True
+        )
+        if hasattr(encoded, "keys"):  # a BatchEncoding in transformers 5
+            encoded = encoded["input_ids"]
+        return [int(t) for t in encoded]
     return [int(t) for t in tokenizer(question, add_special_tokens=True)["input_ids"]]

@@ -1,4 +1,4 @@
-"""Additive steering at step delimiters (paper Eq. 8): ``H_t <- H_t + alpha * v`` if ``y_t`` closes a step.
+"""Additive steering at step delimiters (paper Eq. 8): ``H_t <- H_t + alpha * v`` at step ends.
 
 The vector is added to the input of one decoder layer, only at the positions the caller marks as
 delimiters, through a forward pre-hook that returns a new hidden-state tensor (the model is never
