@@ -186,3 +186,28 @@ def test_bad_engine_settings(llama_pair):
 def test_layer_out_of_range_is_refused(llama_pair, layer):
     with pytest.raises(ConfigError, match="layer"):
         ModelRunner(llama_pair["srm"], layer=layer)
+
+
+def test_a_step_interrupted_midway_leaves_text_and_cache_consistent(llama_pair):
+    engine = _engine(llama_pair)
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("srm")
+    before = list(engine.sequence)
+    calls = {"n": 0}
+    greedy = engine.sampler
+
+    def failing_sampler(logits):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return greedy(logits)
+
+    engine.sampler = failing_sampler
+    with pytest.raises(KeyboardInterrupt):
+        engine.generate_step("srm")
+    assert engine.sequence == before
+    assert engine.runners["srm"].cached_len <= len(before)
+    engine.sampler = greedy
+    observed = engine.observe("srm").logits
+    logits, _ = _full_forward(llama_pair["srm"], engine.sequence, 0)
+    torch.testing.assert_close(observed, logits[-1], atol=ATOL, rtol=0)

@@ -151,7 +151,12 @@ class StepEngine:
         room = budget if limit is None else min(budget, limit - len(self.sequence))
         if room < 1:
             return self._append(name, [], StopReason.CONTEXT_FULL, started)
-        tokens, reason = runner.decode(self.sampler, self.stop_rule.tracker(), room)
+        try:
+            tokens, reason = runner.decode(self.sampler, self.stop_rule.tracker(), room)
+        except BaseException:
+            # An interrupted step is dropped whole: the cache goes back to the text as it was.
+            runner.truncate(len(self.sequence))
+            raise
         if reason is StopReason.MAX_STEP_TOKENS and room < budget:
             reason = StopReason.CONTEXT_FULL
         return self._append(name, tokens, reason, started)
