@@ -61,3 +61,10 @@ def test_eos_and_end_of_thinking(tokenizer):
 def test_ids_past_the_tokenizer_are_plain_tokens(tokenizer):
     rule = StepStopRule.for_tokenizer(tokenizer)
     assert _run(rule, [len(tokenizer) + 5]) == (1, None)
+
+
+def test_token_texts_are_decoded_once_per_tokenizer(tokenizer):
+    first = StepStopRule.for_tokenizer(tokenizer)
+    second = StepStopRule.for_tokenizer(tokenizer, delimiter="\n")
+    assert second.texts is first.texts
+    assert second.delimiter_ids > first.delimiter_ids  # every "\n\n" token contains "\n"

@@ -13,6 +13,7 @@ split case, a few characters of string work (the notes measured ``stop_strings=`
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -32,9 +33,19 @@ class StopReason(StrEnum):
     CONTEXT_FULL = "context_full"
 
 
-def token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """Text of every token id on its own (``len(tokenizer)`` entries)."""
-    return tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+# Decoding every id of a 152k vocabulary takes about a second: do it once per tokenizer object.
+_TEXTS: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, tuple[str, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def token_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Text of every token id on its own (``len(tokenizer)`` entries), cached per tokenizer."""
+    texts = _TEXTS.get(tokenizer)
+    if texts is None or len(texts) != len(tokenizer):  # tokens may have been added since
+        texts = tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
+        _TEXTS[tokenizer] = texts
+    return texts
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ class StepStopRule:
         """Compile the rule for ``tokenizer``; ``eos_ids`` defaults to the tokenizer's EOS."""
         if not delimiter:
             raise ValueError("delimiter (='') must be a non-empty string such as '\\n\\n'")
-        texts = tuple(token_texts(tokenizer))
+        texts = token_texts(tokenizer)
         if eos_ids is None:
             eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         think_end = tokenizer.convert_tokens_to_ids(THINK_END)
