@@ -102,3 +102,18 @@ def test_vector_of_wrong_size_or_layer_is_refused(llama_pair):
         ModelRunner(loaded, steering=SteeringVector(torch.zeros(64), layer=9))
     with pytest.raises(ConfigError, match="1-D"):
         SteeringVector(torch.zeros(2, 64), layer=2)
+
+
+def test_steering_acts_on_the_vector_layer_not_the_signal_layer(llama_pair):
+    """Signal layer 1, steering at layer 3: the signal is untouched, the logits move."""
+    loaded = llama_pair["srm"]
+    tokenizer = loaded.tokenizer
+    ids = tokenizer("Step 1 + 2 = 3.\n\n").input_ids
+    assert ids[-1] in _delims(llama_pair)
+    torch.manual_seed(2)
+    vector = SteeringVector(torch.randn(loaded.hidden_size) * 4, layer=3)
+    plain = ModelRunner(loaded, layer=1).feed(ids, capture=[len(ids) - 1])
+    runner = ModelRunner(loaded, layer=1, steering=vector, alpha=1.0)
+    steered = runner.feed(ids, capture=[len(ids) - 1], steer=[len(ids) - 1])
+    assert torch.equal(steered.hidden, plain.hidden)
+    assert not torch.allclose(steered.logits, plain.logits)

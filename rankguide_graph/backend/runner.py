@@ -132,12 +132,14 @@ class ModelRunner:
         steer_mask = torch.zeros(len(tokens), dtype=torch.bool)  # (T,)
         if self.steering is not None and steer:
             steer_mask[list(steer)] = True
-        vector = self.steering.vector if self.steering is not None else torch.zeros(0)
+        vector, steered_module = torch.zeros(0), layer_module
+        if self.steering is not None:
+            vector, steered_module = self.steering.vector, self._layers[self.steering.layer]
         started = time.perf_counter()
-        # Capture is registered first, so it reads the state before steering is added.
+        # Capture is registered first: on a shared layer it reads the state before steering.
         with (
             capture_layer_input(layer_module, capture_idx) as captured,
-            add_at_positions(layer_module, vector, self.alpha, steer_mask),
+            add_at_positions(steered_module, vector, self.alpha, steer_mask),
         ):
             out = self.model(
                 input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1
