@@ -211,3 +211,17 @@ def test_a_step_interrupted_midway_leaves_text_and_cache_consistent(llama_pair):
     observed = engine.observe("srm").logits
     logits, _ = _full_forward(llama_pair["srm"], engine.sequence, 0)
     torch.testing.assert_close(observed, logits[-1], atol=ATOL, rtol=0)
+
+
+def test_step_states_read_inside_generate_step_are_not_lost(llama_pair):
+    """SRM catches up inside generate_step (no observe): the next observe still returns them."""
+    engine = _engine(llama_pair)
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("lrm")
+    engine.generate_step("srm")  # catches up over the LRM step without an observe
+    engine.generate_step("lrm")
+    view = engine.observe("srm")
+    assert view.step_hidden.shape[0] == len(engine.step_ends) == 3
+    _, hidden = _full_forward(llama_pair["srm"], engine.sequence, engine.runners["srm"].layer)
+    torch.testing.assert_close(view.step_hidden, hidden[engine.step_ends], atol=ATOL, rtol=0)
+    assert engine.observe("srm").step_hidden.shape[0] == 0  # each state is returned once

@@ -84,6 +84,8 @@ class StepEngine:
         self.sampler = TokenSampler(sampling or SamplingConfig())
         self.sequence: list[int] = []
         self._run = _RunState()
+        # Per model: (position, step hidden state) read by a catch-up, not yet observed.
+        self._unread: dict[str, list[tuple[int, torch.Tensor]]] = {}
 
     # -- run lifecycle --------------------------------------------------------------------------
     def start(self, prompt_ids: Sequence[int]) -> None:
@@ -102,6 +104,7 @@ class StepEngine:
             runner.reset()
         self.sequence = prompt
         self._run = _RunState(prompt_len=len(prompt))
+        self._unread = {}
 
     @property
     def prompt_len(self) -> int:
@@ -126,26 +129,29 @@ class StepEngine:
 
     # -- the two operations a policy uses -------------------------------------------------------
     def observe(self, name: str) -> Observation:
-        """Catch ``name`` up to the end of the text and return its next-token view."""
+        """Catch ``name`` up to the end of the text and return its next-token view.
+
+        ``step_hidden`` holds every step hidden state this model read since its last
+        ``observe``, including those read by a catch-up inside ``generate_step``, so a policy
+        that skips an observation loses no window entry.
+        """
         runner = self._runner(name)
-        if runner.cached_len == len(self.sequence) and runner.next_logits is not None:
-            return Observation(
-                logits=runner.next_logits,
-                step_hidden=torch.zeros(0, runner.loaded.hidden_size),
-                n_fed=0,
-            )
-        start = runner.cached_len
-        tail = self.sequence[start:]
-        capture = [p - start for p in self._run.step_ends if p >= start]
-        steer = [p - start for p in self._run.delimiter_ends if p >= start]
-        result = runner.feed(tail, capture=capture, steer=sorted(steer))
-        return Observation(logits=result.logits, step_hidden=result.hidden, n_fed=result.n_fed)
+        n_fed = self._catch_up(name)
+        logits = runner.next_logits
+        assert logits is not None  # _catch_up leaves the model current
+        unread = self._unread.pop(name, [])
+        hidden = (
+            torch.stack([state for _, state in unread])  # (k, d_hid)
+            if unread
+            else torch.zeros(0, runner.loaded.hidden_size)
+        )
+        return Observation(logits=logits, step_hidden=hidden, n_fed=n_fed)
 
     def generate_step(self, name: str, max_new_tokens: int | None = None) -> Step:
         """Let ``name`` write the next step (catching up first) and append it to the text."""
         runner = self._runner(name)
         started = time.perf_counter()
-        self.observe(name)
+        self._catch_up(name)
         budget = self.max_step_tokens if max_new_tokens is None else max_new_tokens
         limit = runner.loaded.max_context
         room = budget if limit is None else min(budget, limit - len(self.sequence))
@@ -173,8 +179,22 @@ class StepEngine:
         self._run.delimiter_ends = {p for p in self._run.delimiter_ends if p < length}
         for runner in self.runners.values():
             runner.truncate(length)
+        for name, unread in self._unread.items():
+            self._unread[name] = [(p, state) for p, state in unread if p < length]
 
     # -- internals ------------------------------------------------------------------------------
+    def _catch_up(self, name: str) -> int:
+        """Feed ``name`` the tokens it has not seen (if any); keep the step states it read."""
+        runner = self.runners[name]
+        if runner.cached_len == len(self.sequence) and runner.next_logits is not None:
+            return 0
+        start = runner.cached_len
+        ends = [p for p in self._run.step_ends if p >= start]
+        steer = sorted(p - start for p in self._run.delimiter_ends if p >= start)
+        result = runner.feed(self.sequence[start:], capture=[p - start for p in ends], steer=steer)
+        self._unread.setdefault(name, []).extend(zip(ends, result.hidden, strict=True))
+        return result.n_fed
+
     def _runner(self, name: str) -> ModelRunner:
         if not self.sequence:
             raise RuntimeError("no run in progress: call start(prompt_ids) first")
