@@ -58,6 +58,8 @@ class _RunState:
     prompt_len: int = 0
     step_ends: list[int] = field(default_factory=list)
     delimiter_ends: set[int] = field(default_factory=set)
+    # Per model: (position, step hidden state) read by a catch-up, not yet observed.
+    unread: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
 
 class StepEngine:
@@ -84,8 +86,6 @@ class StepEngine:
         self.sampler = TokenSampler(sampling or SamplingConfig())
         self.sequence: list[int] = []
         self._run = _RunState()
-        # Per model: (position, step hidden state) read by a catch-up, not yet observed.
-        self._unread: dict[str, list[tuple[int, torch.Tensor]]] = {}
 
     # -- run lifecycle --------------------------------------------------------------------------
     def start(self, prompt_ids: Sequence[int]) -> None:
@@ -104,7 +104,6 @@ class StepEngine:
             runner.reset()
         self.sequence = prompt
         self._run = _RunState(prompt_len=len(prompt))
-        self._unread = {}
 
     @property
     def prompt_len(self) -> int:
@@ -139,7 +138,7 @@ class StepEngine:
         n_fed = self._catch_up(name)
         logits = runner.next_logits
         assert logits is not None  # _catch_up leaves the model current
-        unread = self._unread.pop(name, [])
+        unread = self._run.unread.pop(name, [])
         hidden = (
             torch.stack([state for _, state in unread])  # (k, d_hid)
             if unread
@@ -179,8 +178,8 @@ class StepEngine:
         self._run.delimiter_ends = {p for p in self._run.delimiter_ends if p < length}
         for runner in self.runners.values():
             runner.truncate(length)
-        for name, unread in self._unread.items():
-            self._unread[name] = [(p, state) for p, state in unread if p < length]
+        for name, unread in self._run.unread.items():
+            self._run.unread[name] = [(p, state) for p, state in unread if p < length]
 
     # -- internals ------------------------------------------------------------------------------
     def _catch_up(self, name: str) -> int:
@@ -192,7 +191,7 @@ class StepEngine:
         ends = [p for p in self._run.step_ends if p >= start]
         steer = sorted(p - start for p in self._run.delimiter_ends if p >= start)
         result = runner.feed(self.sequence[start:], capture=[p - start for p in ends], steer=steer)
-        self._unread.setdefault(name, []).extend(zip(ends, result.hidden, strict=True))
+        self._run.unread.setdefault(name, []).extend(zip(ends, result.hidden, strict=True))
         return result.n_fed
 
     def _runner(self, name: str) -> ModelRunner:
