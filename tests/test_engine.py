@@ -225,3 +225,87 @@ def test_step_states_read_inside_generate_step_are_not_lost(llama_pair):
     _, hidden = _full_forward(llama_pair["srm"], engine.sequence, engine.runners["srm"].layer)
     torch.testing.assert_close(view.step_hidden, hidden[engine.step_ends], atol=ATOL, rtol=0)
     assert engine.observe("srm").step_hidden.shape[0] == 0  # each state is returned once
+
+
+def test_token_logprobs_equal_a_full_recompute(llama_pair):
+    engine = _engine(llama_pair)
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("lrm")
+    start = len(engine.sequence)
+    engine.generate_step("srm")  # the draft the LRM scores
+    engine.generate_step("srm")
+    logprobs = engine.token_logprobs("lrm", start)
+    logits, _ = _full_forward(llama_pair["lrm"], engine.sequence, 0)
+    reference = torch.log_softmax(logits[start - 1 : -1], dim=-1)  # (n, V)
+    expected = reference.gather(-1, torch.tensor(engine.sequence[start:])[:, None])[:, 0]
+    assert logprobs.shape == (len(engine.sequence) - start,)
+    torch.testing.assert_close(logprobs, expected, atol=ATOL, rtol=0)
+    # The LRM is now current and fed each token once.
+    assert engine.runners["lrm"].cached_len == len(engine.sequence)
+    assert engine.tokens_fed["lrm"] == len(engine.sequence)
+    # Scoring again after a rollback into the scored span re-reads only from there.
+    engine.truncate(start + 1)
+    again = engine.token_logprobs("lrm", start)
+    torch.testing.assert_close(again, expected[:1], atol=ATOL, rtol=0)
+
+
+def test_restore_continues_exactly_like_the_uninterrupted_run(llama_pair):
+    engine = _engine(llama_pair)
+    prompt = _prompt(llama_pair)
+    engine.start(prompt)
+    for name in ("srm", "lrm", "srm"):
+        engine.generate_step(name)
+    sequence, ends = list(engine.sequence), engine.step_ends
+    expected_hidden = engine.observe("srm").step_hidden  # states of the last steps
+    follow = [engine.generate_step(n).token_ids for n in ("lrm", "srm")]
+
+    resumed = _engine(llama_pair)
+    resumed.restore(sequence, prompt_len=len(prompt), step_ends=ends, delimiter_ends=ends)
+    view = resumed.observe("srm")  # one prefill of the whole text reads every step state
+    assert view.n_fed == len(sequence)
+    assert view.step_hidden.shape[0] == len(ends)
+    torch.testing.assert_close(
+        view.step_hidden[-len(expected_hidden) :], expected_hidden, atol=ATOL, rtol=0
+    )
+    assert [resumed.generate_step(n).token_ids for n in ("lrm", "srm")] == follow
+
+
+def test_restore_refuses_inconsistent_positions(llama_pair):
+    engine = _engine(llama_pair)
+    with pytest.raises(PromptError, match="prompt_len"):
+        engine.restore([1, 2, 3], prompt_len=0, step_ends=[])
+    with pytest.raises(PromptError, match="step_ends"):
+        engine.restore([1, 2, 3], prompt_len=2, step_ends=[1])
+
+
+def test_answer_mode_runs_past_delimiters_to_eos_or_the_cap(llama_pair):
+    prompt = _prompt(llama_pair)
+    engine = _engine(llama_pair, max_step_tokens=200)
+    engine.start(prompt)
+    first = engine.generate_step("lrm")
+    assert first.stop_reason is StopReason.DELIMITER
+
+    engine.start(prompt)
+    answer = engine.generate_step("lrm", len(first.token_ids) + 20, at_delimiter=False)
+    rule = engine.stop_rule
+    assert answer.token_ids[: len(first.token_ids)] == first.token_ids  # ran past the delimiter
+    assert answer.stop_reason in (StopReason.EOS, StopReason.MAX_STEP_TOKENS)
+    assert not any(t in rule.eos_ids for t in answer.token_ids[:-1])
+    if answer.stop_reason is StopReason.MAX_STEP_TOKENS:
+        assert len(answer.token_ids) == len(first.token_ids) + 20
+
+
+def test_a_rollback_does_not_read_a_step_state_twice(llama_pair):
+    engine = _engine(llama_pair)
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("srm")
+    engine.generate_step("srm")
+    assert engine.observe("srm").step_hidden.shape[0] == 2
+    start = len(engine.sequence)
+    engine.generate_step("srm")  # a draft, then rolled back
+    engine.truncate(start)
+    view = engine.observe("srm")  # re-feeds the last delimiter of the kept text
+    assert view.n_fed == 1
+    assert view.step_hidden.shape[0] == 0
+    engine.generate_step("lrm")
+    assert engine.observe("srm").step_hidden.shape[0] == 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rankguide_graph.backend.runner import ModelRunner
+from rankguide_graph.backend.runner import FeedResult, ModelRunner
 from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
 from rankguide_graph.backend.stopping import StepStopRule, StopReason
 from rankguide_graph.errors import ConfigError, PromptError
@@ -60,6 +60,8 @@ class _RunState:
     delimiter_ends: set[int] = field(default_factory=set)
     # Per model: (position, step hidden state) read by a catch-up, not yet observed.
     unread: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
+    # Per model: the last position whose step state was read (a re-fed position is not re-read).
+    read_upto: dict[str, int] = field(default_factory=dict)
 
 
 class StepEngine:
@@ -105,6 +107,36 @@ class StepEngine:
         self.sequence = prompt
         self._run = _RunState(prompt_len=len(prompt))
 
+    def restore(
+        self,
+        sequence: Sequence[int],
+        *,
+        prompt_len: int,
+        step_ends: Sequence[int],
+        delimiter_ends: Sequence[int] = (),
+    ) -> None:
+        """Resume a run from its text (e.g. a checkpoint): caches are rebuilt lazily.
+
+        Each model's cache starts empty; its next ``observe`` or ``generate_step`` prefills the
+        whole text once, reading every step hidden state and steering every delimiter end again,
+        so the run continues as if it had never stopped.
+        """
+        tokens = [int(t) for t in sequence]
+        if not 0 < prompt_len <= len(tokens):
+            raise PromptError(
+                f"prompt_len (={prompt_len}) must be between 1 and the sequence length "
+                f"({len(tokens)})"
+            )
+        ends = sorted(int(p) for p in step_ends)
+        if any(not prompt_len <= p < len(tokens) for p in ends):
+            raise PromptError(
+                f"step_ends (={ends}) must lie in [prompt_len={prompt_len}, {len(tokens)})"
+            )
+        self.start(tokens[:prompt_len])
+        self.sequence = tokens
+        self._run.step_ends = ends
+        self._run.delimiter_ends = {int(p) for p in delimiter_ends if int(p) in set(ends)}
+
     @property
     def prompt_len(self) -> int:
         """Number of prompt tokens at the start of the sequence."""
@@ -146,8 +178,13 @@ class StepEngine:
         )
         return Observation(logits=logits, step_hidden=hidden, n_fed=n_fed)
 
-    def generate_step(self, name: str, max_new_tokens: int | None = None) -> Step:
-        """Let ``name`` write the next step (catching up first) and append it to the text."""
+    def generate_step(
+        self, name: str, max_new_tokens: int | None = None, *, at_delimiter: bool = True
+    ) -> Step:
+        """Let ``name`` write the next step (catching up first) and append it to the text.
+
+        With ``at_delimiter=False`` the text runs on to EOS or the token cap (a final answer).
+        """
         runner = self._runner(name)
         started = time.perf_counter()
         self._catch_up(name)
@@ -157,7 +194,8 @@ class StepEngine:
         if room < 1:
             return self._append(name, [], StopReason.CONTEXT_FULL, started)
         try:
-            tokens, reason = runner.decode(self.sampler, self.stop_rule.tracker(), room)
+            tracker = self.stop_rule.tracker(at_delimiter=at_delimiter)
+            tokens, reason = runner.decode(self.sampler, tracker, room)
         except BaseException:
             # An interrupted step is dropped whole: the cache goes back to the text as it was.
             runner.truncate(len(self.sequence))
@@ -165,6 +203,28 @@ class StepEngine:
         if reason is StopReason.MAX_STEP_TOKENS and room < budget:
             reason = StopReason.CONTEXT_FULL
         return self._append(name, tokens, reason, started)
+
+    def token_logprobs(self, name: str, start: int) -> torch.Tensor:
+        """Log-probabilities ``name`` gives the tokens ``sequence[start:]``, (n,) float32.
+
+        The model catches up to ``start`` as usual, then reads the rest in one pass that keeps
+        the logits of every position; its cache ends current, so nothing is fed twice.
+        """
+        runner = self._runner(name)
+        if not self._run.prompt_len <= start < len(self.sequence):
+            raise ValueError(
+                f"start (={start}) must be between the prompt length ({self._run.prompt_len}) "
+                f"and the last position ({len(self.sequence) - 1})"
+            )
+        if runner.cached_len > start:
+            runner.truncate(start)
+        self._catch_up(name, end=start)
+        first = torch.log_softmax(runner.next_logits.float(), dim=-1)  # type: ignore[union-attr]
+        result = self._feed(name, len(self.sequence), token_logprobs=True)
+        rest = result.token_logprobs
+        assert rest is not None
+        head = first[self.sequence[start]].reshape(1)  # (1,)
+        return torch.cat([head, rest])  # (n,)
 
     def truncate(self, length: int) -> None:
         """Roll the text back to its first ``length`` tokens (never into the prompt)."""
@@ -180,19 +240,36 @@ class StepEngine:
             runner.truncate(length)
         for name, unread in self._run.unread.items():
             self._run.unread[name] = [(p, state) for p, state in unread if p < length]
+        for name, upto in self._run.read_upto.items():
+            self._run.read_upto[name] = min(upto, length - 1)
 
     # -- internals ------------------------------------------------------------------------------
-    def _catch_up(self, name: str) -> int:
-        """Feed ``name`` the tokens it has not seen (if any); keep the step states it read."""
+    def _catch_up(self, name: str, end: int | None = None) -> int:
+        """Feed ``name`` the tokens before ``end`` (default: all) it has not seen, if any."""
         runner = self.runners[name]
-        if runner.cached_len == len(self.sequence) and runner.next_logits is not None:
-            return 0
+        end = len(self.sequence) if end is None else end
+        if runner.cached_len == end:
+            if runner.next_logits is not None:
+                return 0
+            runner.truncate(end)  # the logits are gone: drop one position and re-feed it
+        return self._feed(name, end).n_fed
+
+    def _feed(self, name: str, end: int, *, token_logprobs: bool = False) -> FeedResult:
+        """One pass over ``sequence[cached_len:end]``; keep the step states read for the first time."""
+        runner = self.runners[name]
         start = runner.cached_len
-        ends = [p for p in self._run.step_ends if p >= start]
-        steer = sorted(p - start for p in self._run.delimiter_ends if p >= start)
-        result = runner.feed(self.sequence[start:], capture=[p - start for p in ends], steer=steer)
+        read_upto = self._run.read_upto.get(name, -1)
+        ends = [p for p in self._run.step_ends if start <= p < end and p > read_upto]
+        steer = sorted(p - start for p in self._run.delimiter_ends if start <= p < end)
+        result = runner.feed(
+            self.sequence[start:end],
+            capture=[p - start for p in ends],
+            steer=steer,
+            token_logprobs=token_logprobs,
+        )
         self._run.unread.setdefault(name, []).extend(zip(ends, result.hidden, strict=True))
-        return result.n_fed
+        self._run.read_upto[name] = max(read_upto, end - 1)
+        return result
 
     def _runner(self, name: str) -> ModelRunner:
         if not self.sequence:

@@ -37,6 +37,8 @@ class FeedResult:
     """Input of the signal layer at the requested positions, (P, d_hid) float32 on the CPU."""
     n_fed: int
     """How many tokens this pass fed."""
+    token_logprobs: torch.Tensor | None = None
+    """``log p(tokens[i + 1] | ..., tokens[i])`` for i < T - 1, (T - 1,) float32; on request."""
 
 
 class ModelRunner:
@@ -115,6 +117,7 @@ class ModelRunner:
         *,
         capture: Sequence[int] = (),
         steer: Sequence[int] = (),
+        token_logprobs: bool = False,
     ) -> FeedResult:
         """Feed ``tokens`` (the positions right after the cache) in one forward pass.
 
@@ -122,6 +125,8 @@ class ModelRunner:
             tokens: the new token ids; at least one.
             capture: indices into ``tokens`` whose signal-layer input is returned.
             steer: indices into ``tokens`` that close a step (Eq. 8 is applied there).
+            token_logprobs: also return the log-probability of each fed token after the first
+                (the LM head then runs over every position, not just the last).
         """
         if not tokens:
             raise ValueError("feed() needs at least one new token; the cache already covers all")
@@ -142,7 +147,10 @@ class ModelRunner:
             add_at_positions(steered_module, vector, self.alpha, steer_mask),
         ):
             out = self.model(
-                input_ids=input_ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+                input_ids=input_ids,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=0 if token_logprobs else 1,
             )
         self.forward_seconds += time.perf_counter() - started
         self.tokens_fed += len(tokens)
@@ -151,7 +159,11 @@ class ModelRunner:
         hidden = captured.states
         if hidden is None:
             hidden = torch.zeros(0, self.loaded.hidden_size)
-        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens))
+        logprobs = None
+        if token_logprobs:
+            log_p = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)  # (T-1, V)
+            logprobs = log_p.gather(-1, input_ids[0, 1:, None])[:, 0].cpu()  # (T-1,)
+        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens), token_logprobs=logprobs)
 
     @torch.inference_mode()
     def decode(

@@ -90,23 +90,26 @@ class StepStopRule:
             think_end_ids=think_end_ids,
         )
 
-    def tracker(self) -> StepStopTracker:
-        """A fresh per-step tracker."""
-        return StepStopTracker(self)
+    def tracker(self, *, at_delimiter: bool = True) -> StepStopTracker:
+        """A fresh per-step tracker; ``at_delimiter=False`` stops only at EOS (an answer)."""
+        return StepStopTracker(self, at_delimiter=at_delimiter)
 
 
 class StepStopTracker:
     """Follows one step token by token and says when it ends."""
 
-    __slots__ = ("_rule", "_tail")
+    __slots__ = ("_at_delimiter", "_rule", "_tail")
 
-    def __init__(self, rule: StepStopRule) -> None:
+    def __init__(self, rule: StepStopRule, *, at_delimiter: bool = True) -> None:
         self._rule = rule
+        self._at_delimiter = at_delimiter
         self._tail = ""  # the last len(delimiter) - 1 characters, for split delimiters
 
     def stop_reason(self, token_id: int) -> StopReason | None:
         """Feed the next generated token; return why the step ends there, or ``None``."""
         rule = self._rule
+        if not self._at_delimiter:
+            return StopReason.EOS if token_id in rule.eos_ids else None
         if token_id in rule.delimiter_ids:
             return StopReason.DELIMITER
         if token_id in rule.eos_ids:
