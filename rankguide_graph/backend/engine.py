@@ -204,6 +204,12 @@ class StepEngine:
             reason = StopReason.CONTEXT_FULL
         return self._append(name, tokens, reason, started)
 
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append text no model wrote (e.g. a closing ``</think>``); no step ends there."""
+        if not self.sequence:
+            raise RuntimeError("no run in progress: call start(prompt_ids) first")
+        self.sequence.extend(int(t) for t in tokens)
+
     def token_logprobs(self, name: str, start: int) -> torch.Tensor:
         """Log-probabilities ``name`` gives the tokens ``sequence[start:]``, (n,) float32.
 
@@ -255,7 +261,7 @@ class StepEngine:
         return self._feed(name, end).n_fed
 
     def _feed(self, name: str, end: int, *, token_logprobs: bool = False) -> FeedResult:
-        """One pass over ``sequence[cached_len:end]``; keep the step states read for the first time."""
+        """One pass over ``sequence[cached_len:end]``; keep step states read for the first time."""
         runner = self.runners[name]
         start = runner.cached_len
         read_upto = self._run.read_upto.get(name, -1)

@@ -62,7 +62,7 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
+def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
     """Return ``(source, local_files_only)`` for ``name`` or raise a fast, explicit error."""
     if _is_local(name):
         return str(Path(name).expanduser()), True
@@ -114,7 +114,7 @@ def load_causal_lm(
         hub_timeout_s: how long to wait for the hub before failing, for ids not in the cache.
     """
     name = os.fspath(name_or_path)
-    source, local_only = _resolve_source(name, hub_timeout_s)
+    source, local_only = resolve_source(name, hub_timeout_s)
     resolved_device = resolve_device(device) if device_map is None else None
     weight_dtype = resolve_dtype(dtype, resolved_device or torch.device("cuda"))
     try:

@@ -36,8 +36,8 @@ class RouteDecision:
 class BoundarySignals:
     """The SRM's signals before a step (paper §3): ranks of the last window and entropy."""
 
-    entropy: float
-    """Next-token entropy of the SRM (nats), in the definition the run is configured with."""
+    entropy: float | None
+    """Next-token entropy of the SRM (nats) in the run's definition; None if not computed."""
     ranks: tuple[int, int] | None = None
     """``(r1, r2)`` of the last W step hidden states; ``None`` while fewer than W steps exist."""
     low_rank_history: tuple[bool, ...] = ()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rankguide_graph.policies.base import RoutingPolicy
 from rankguide_graph.policies.decision import BoundarySignals, Route, RouteDecision
+from rankguide_graph.policies.registry import register_policy
 from rankguide_graph.policies.validation import check_int, check_number
 
 
@@ -55,9 +57,24 @@ def rankguide_route(signals: BoundarySignals, thresholds: RankGuideThresholds) -
             return RouteDecision(Route.LRM, "low_rank_r1", f"r1={r1} < T_r1={thresholds.t_r1}")
         if r2 < thresholds.t_r2:
             return RouteDecision(Route.LRM, "low_rank_r2", f"r2={r2} < T_r2={thresholds.t_r2}")
+    if signals.entropy is None:
+        raise ValueError("RankGuide routing needs the SRM's entropy (signals.entropy is None)")
     if signals.entropy >= thresholds.t_e:
         return RouteDecision(
             Route.LRM, "high_entropy", f"entropy={signals.entropy:.3f} >= T_e={thresholds.t_e}"
         )
     rule = "confident" if signals.ranks is not None else "confident_no_rank_yet"
     return RouteDecision(Route.SRM, rule, f"entropy={signals.entropy:.3f} < T_e={thresholds.t_e}")
+
+
+@register_policy
+class RankGuidePolicy(RoutingPolicy):
+    """RankGuide: collapse termination (Eq. 4), then rank-or-entropy routing (Eq. 5)."""
+
+    name = "rankguide"
+    needs_entropy = True
+    needs_ranks = True
+
+    def route(self, signals: BoundarySignals) -> RouteDecision:
+        """Eq. 4, then Eq. 5, with this run's thresholds."""
+        return rankguide_route(signals, self.context.thresholds)

@@ -1,0 +1,130 @@
+"""Run settings of the reasoning graph: the LangGraph runtime context (``context_schema``).
+
+Everything here is plain data (strings, numbers), so the same settings travel through
+``graph.invoke(..., context=RankGuideContext(...))``, the CLI, a JSON body from the LangGraph
+SDK (``context={"policy": "glimprouter"}`` is coerced to this class) and ``langgraph dev``.
+Every value is checked when the object is built, before any model work starts; each message
+names the bad value and the fix.
+
+Defaults are the paper's (RankGuide Table 2, DeepSeek-R1 setting: ``T_e = 0.9, T_r1 = 7,
+T_r2 = 60, W = 10, eps = 0.1``, steering alpha 1.0) and each baseline's own (GlimpRouter's top-20
+entropy threshold 0.9, SpecReason's acceptance score 7, a 512-token step cap, an 8192-token
+thinking budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rankguide_graph.errors import ConfigError
+from rankguide_graph.policies.rankguide import RankGuideThresholds
+from rankguide_graph.policies.validation import check_int, check_number
+
+AnswerModel = Literal["srm", "lrm"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankGuideContext:
+    """Which models, which policy, and every threshold and budget of one run."""
+
+    srm: str | None = field(default=None, metadata={"description": "SRM path or hub id."})
+    """The small reasoning model: a local directory or a hub id."""
+    lrm: str | None = field(default=None, metadata={"description": "LRM path or hub id."})
+    """The large reasoning model: a local directory or a hub id."""
+    policy: str = "rankguide"
+    """Routing policy name (see ``rankguide_graph.policies.available_policies()``)."""
+
+    # -- RankGuide (Eq. 4, Eq. 5) ---------------------------------------------------------------
+    t_r1: int = 7
+    """A window with ``r1 < t_r1`` is low-rank (the paper's grid: 5-8)."""
+    t_r2: int = 60
+    """A window with ``r2 < t_r2`` is low-rank (the paper's grid: 50, 60, 70)."""
+    t_e: float = 0.9
+    """Route to the LRM when the SRM's next-token entropy is at least this (nats)."""
+    window: int = 10
+    """W: step hidden states per rank window, and low-rank windows in a row for a collapse."""
+    eps: float = 0.1
+    """Relative error target of the TT-SVD that gives the ranks (Algorithm 1)."""
+    entropy_top_k: int | None = 20
+    """Entropy over the renormalised top-k probabilities (the paper collects the top-k logits,
+    as GlimpRouter does with k=20); ``None`` takes the full vocabulary."""
+    layer: int | None = None
+    """Signal layer of the SRM (the input of that decoder layer); ``None`` = the middle one."""
+
+    # -- steering (Eq. 8) -----------------------------------------------------------------------
+    steering_vector: str | None = None
+    """Path of a steering vector file for the SRM (``None``: no steering)."""
+    alpha: float = 1.0
+    """Steering strength: ``H <- H + alpha * v`` at delimiter positions."""
+
+    # -- baselines ------------------------------------------------------------------------------
+    glimpse_threshold: float = 0.9
+    """GlimpRouter: the LRM writes the step when the top-20 glimpse entropy is at least this."""
+    accept_score: float | None = None
+    """SpecReason / TRIM: keep the SRM draft when its score is at least this (SpecReason: 7 on
+    its 0-9 scale; TRIM: 0.5 on [0, 1]); ``None`` takes the policy's default."""
+    judge_mode: Literal["greedy", "weighted"] = "greedy"
+    """SpecReason: the greedy score digit, or the probability-weighted digit average."""
+    step_scorer: str = "lrm-loglik"
+    """TRIM: ``"lrm-loglik"`` (the LRM's mean token likelihood of the draft) or the path of a
+    process reward model."""
+
+    # -- budgets and decoding -------------------------------------------------------------------
+    answer_model: AnswerModel | None = None
+    """Who writes the final answer; ``None`` takes the policy's choice (the LRM for routed
+    policies, as GlimpRouter and SpecReason do)."""
+    max_steps: int = 256
+    """Reasoning steps before thinking is ended."""
+    max_step_tokens: int = 512
+    """Tokens per step (every baseline caps steps at 512)."""
+    max_thinking_tokens: int = 8192
+    """Reasoning tokens before thinking is ended (SpecReason's budget)."""
+    max_answer_tokens: int = 512
+    """Tokens of the final answer."""
+    temperature: float = 0.0
+    """0 decodes greedily (the paper's DeepSeek-R1 runs)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass when sampling."""
+    seed: int | None = None
+    """Seed of the sampler (a run with a seed is reproducible)."""
+    device: str | None = None
+    """``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when present."""
+    dtype: str | None = None
+    """``"bfloat16"``, ``"float32"``, ...; ``None``: bf16 on CUDA, fp32 on CPU."""
+
+    def __post_init__(self) -> None:
+        self.thresholds  # noqa: B018 - validates t_r1, t_r2, t_e, window
+        check_number("eps", self.eps, minimum=1e-6, maximum=1.0)
+        if self.entropy_top_k is not None:
+            check_int("entropy_top_k", self.entropy_top_k, minimum=1)
+        if self.layer is not None:
+            check_int("layer", self.layer, minimum=0)
+        check_number("alpha", self.alpha)
+        check_number("glimpse_threshold", self.glimpse_threshold, minimum=0.0)
+        if self.accept_score is not None:
+            check_number("accept_score", self.accept_score)
+        if self.judge_mode not in ("greedy", "weighted"):
+            raise ConfigError(f"judge_mode (={self.judge_mode!r}) must be 'greedy' or 'weighted'")
+        if self.answer_model not in (None, "srm", "lrm"):
+            raise ConfigError(f"answer_model (={self.answer_model!r}) must be 'srm', 'lrm' or None")
+        for name in ("max_steps", "max_step_tokens", "max_thinking_tokens", "max_answer_tokens"):
+            check_int(name, getattr(self, name), minimum=1, hint="a budget of 0 leaves no room")
+        check_number("temperature", self.temperature, minimum=0.0)
+        check_number("top_p", self.top_p, minimum=0.0, maximum=1.0)
+        if self.top_p == 0:
+            raise ConfigError("top_p (=0) must be > 0: use temperature=0 for greedy decoding")
+        if self.seed is not None:
+            check_int("seed", self.seed, minimum=0)
+        for name in ("srm", "lrm", "steering_vector", "step_scorer", "policy"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{name} (={value!r}) must be a non-empty string")
+        from rankguide_graph.policies.registry import get_policy_class
+
+        get_policy_class(self.policy)  # unknown names fail here, listing the known ones
+
+    @property
+    def thresholds(self) -> RankGuideThresholds:
+        """The Eq. 4 / Eq. 5 thresholds as one validated record."""
+        return RankGuideThresholds(t_r1=self.t_r1, t_r2=self.t_r2, t_e=self.t_e, window=self.window)

@@ -1,0 +1,96 @@
+"""Node ``answer``: the designated model writes the final answer; the run's totals are tallied.
+
+The answer model (the LRM for routed policies, as GlimpRouter and SpecReason do; the run may
+choose) continues after the end of thinking until EOS or ``max_answer_tokens``. When the model
+ended the whole text itself (EOS inside thinking) nothing more is generated and the answer is
+the text after ``</think>``, or the last step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from langgraph.runtime import Runtime
+
+from rankguide_graph.backend.stopping import THINK_END
+from rankguide_graph.context import RankGuideContext
+from rankguide_graph.nodes._runtime import emit, session_of
+from rankguide_graph.session import SESSIONS
+from rankguide_graph.signals import validation_step_ratio
+from rankguide_graph.state import ReasoningState, StepRecord
+
+
+def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
+    """Write the answer, assemble the output, free the run's caches."""
+    session = session_of(state, runtime)
+    tokenizer = session.tokenizer
+    steps = state.get("steps", [])
+    reasoning = "".join(s["text"] for s in steps)
+    model = session.policy.final_answer_model
+    n_answer, seconds = 0, 0.0
+    if state.get("thinking_end") == "eos":
+        text = reasoning.split(THINK_END, 1)[1] if THINK_END in reasoning else steps[-1]["text"]
+        final = str(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
+    else:
+        context = session.context
+        with session.models():
+            step = session.engine.generate_step(
+                model, context.max_answer_tokens, at_delimiter=False
+            )
+        final = str(tokenizer.decode(step.token_ids, skip_special_tokens=True))
+        n_answer, seconds = len(step.token_ids), step.seconds
+    model_seconds = dict(state.get("model_seconds", {}))
+    model_seconds[model] = model_seconds.get(model, 0.0) + seconds
+    totals = run_totals(
+        steps,
+        answer_model=model,
+        answer_tokens=n_answer,
+        model_seconds=model_seconds,
+        wall_seconds=time.time() - state["started_at"],
+    )
+    emit(runtime, "answer", answer=final.strip(), totals=totals)
+    SESSIONS.close(state["run_id"])
+    return {
+        "answer": final.strip(),
+        "reasoning": reasoning,
+        "totals": totals,
+        "model_seconds": {model: seconds},
+    }
+
+
+def run_totals(
+    steps: list[StepRecord],
+    *,
+    answer_model: str,
+    answer_tokens: int,
+    model_seconds: dict[str, float],
+    wall_seconds: float,
+) -> dict:
+    """The run's totals: what the paper reports per run, and where the time went.
+
+    ``tokens`` counts kept tokens per model (reasoning steps plus the answer);
+    ``lrm_token_share`` is the LRM's part of them; ``discarded_draft_tokens`` the SRM drafts a
+    verifying policy threw away; ``routing`` counts the rule that sent each step to its model.
+    """
+    tokens = {"srm": 0, "lrm": 0}
+    for s in steps:
+        tokens[s["model"]] += s["n_tokens"]
+    tokens[answer_model] += answer_tokens
+    written = tokens["srm"] + tokens["lrm"]
+    return {
+        "steps": len(steps),
+        "steps_by_model": dict(Counter(s["model"] for s in steps)),
+        "tokens": tokens,
+        "reasoning_tokens": sum(s["n_tokens"] for s in steps),
+        "answer_tokens": answer_tokens,
+        "answer_model": answer_model,
+        "lrm_token_share": tokens["lrm"] / written if written else 0.0,
+        "discarded_draft_tokens": sum(
+            s["draft"]["n_tokens"] for s in steps if s["draft"] and not s["draft"]["accepted"]
+        ),
+        "routing": dict(Counter(s["decision"]["rule"] for s in steps)),
+        "validation_step_ratio": validation_step_ratio(s["text"] for s in steps),
+        "wall_seconds": wall_seconds,
+        "model_seconds": model_seconds,
+    }

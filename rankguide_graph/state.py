@@ -1,0 +1,143 @@
+"""The checkpointed state of a reasoning run: text, token ids, floats and the per-step trace.
+
+No tensor and no KV cache lives here (those sit in the per-run :class:`~rankguide_graph.session.
+RunSession`), so any LangGraph checkpointer can store the state, and a run resumed from it
+rebuilds its caches from ``sequence``. Records are ``TypedDict``s: plain JSON on the wire, in
+checkpoints and in custom stream events.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal, NotRequired, TypedDict
+
+
+def _add_seconds(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
+    """Reducer: sum time per key over node updates."""
+    merged = dict(left or {})
+    for key, value in (right or {}).items():
+        merged[key] = merged.get(key, 0.0) + value
+    return merged
+
+
+class Signals(TypedDict):
+    """What the SRM's boundary pass said before a step (paper §3)."""
+
+    entropy: float | None
+    """Next-token entropy of the SRM (nats); ``None`` when the policy reads none."""
+    r1: int | None
+    """Step-dimension TT rank of the last W step states; ``None`` before W steps or unused."""
+    r2: int | None
+    """Hidden-feature TT rank of the same window."""
+    seconds: float
+    """Time spent computing these signals."""
+
+
+class Decision(TypedDict):
+    """A routing decision and the rule that made it."""
+
+    route: Literal["srm", "lrm", "stop"]
+    rule: str
+    """Machine-readable rule, e.g. ``"low_rank_r1"``, ``"high_entropy"``, ``"collapse"``."""
+    detail: str
+    """The values compared, for people."""
+
+
+class DraftRecord(TypedDict):
+    """An SRM draft a verifying policy (SpecReason, TRIM) scored."""
+
+    text: str
+    n_tokens: int
+    score: float
+    accepted: bool
+    seconds: float
+    """Time to write the draft."""
+    score_seconds: float
+    """Time to score it."""
+
+
+class StepRecord(TypedDict):
+    """One kept reasoning step: the per-step trace, also streamed as it happens."""
+
+    index: int
+    """0-based position of the step in the reasoning."""
+    model: Literal["srm", "lrm"]
+    """Who wrote it."""
+    text: str
+    n_tokens: int
+    start: int
+    """Position of its first token in ``sequence``."""
+    stop_reason: str
+    """Why it ended: delimiter, eos, end_of_thinking, max_step_tokens, context_full."""
+    step_type: str
+    """SEAL's class of the step: execution, reflection or transition."""
+    signals: Signals
+    """The signals read before it."""
+    decision: Decision
+    """The route that sent it to its model, and why."""
+    draft: DraftRecord | None
+    """The scored SRM draft (kept, or discarded and replaced by this LRM step)."""
+    seconds: float
+    """Wall time of writing it (catch-up prefill included; draft and scoring excluded)."""
+
+
+class ReasoningInput(TypedDict):
+    """What a caller passes in."""
+
+    question: str
+    system: NotRequired[str | None]
+
+
+class ReasoningOutput(TypedDict):
+    """What a finished run returns."""
+
+    answer: str
+    """The final answer text (after the end of thinking)."""
+    reasoning: str
+    """The full reasoning text, steps joined as written."""
+    steps: list[StepRecord]
+    """The per-step trace."""
+    thinking_end: str
+    """Why thinking ended: end_of_thinking, eos, answer_line, repeat, collapse, max_steps,
+    max_thinking_tokens, context_full."""
+    totals: dict[str, float | int | dict[str, int]]
+    """Steps, tokens per model, LRM token share, routing counts by rule, validation step ratio,
+    wall time, time per model: see :func:`rankguide_graph.nodes.answer.run_totals`."""
+
+
+class ReasoningState(TypedDict, total=False):
+    """Everything a run carries between nodes (and into checkpoints)."""
+
+    question: str
+    """The problem."""
+    system: str | None
+    """An optional system prompt for the chat template."""
+    run_id: str
+    """Key of this run's session (KV caches, rank window) in the process."""
+    prompt_len: int
+    """Tokens of the templated prompt at the start of ``sequence``."""
+    sequence: list[int]
+    """Prompt plus every kept step (and an accepted-or-pending draft), as token ids."""
+    steps: Annotated[list[StepRecord], operator.add]
+    """The per-step trace, appended step by step."""
+    signals: Signals
+    """The latest boundary signals."""
+    low_rank_history: list[bool]
+    """Whether each window scored so far was low-rank, oldest first (Eq. 4)."""
+    decision: Decision
+    """The latest routing decision."""
+    pending: StepRecord | None
+    """An SRM draft waiting for its score (verifying policies)."""
+    rejected: DraftRecord | None
+    """A discarded draft, attached to the LRM step that replaces it."""
+    thinking_end: str | None
+    """Set when reasoning ends; the terminate node then closes the thinking block."""
+    answer: str
+    """The final answer (set by the answer node)."""
+    reasoning: str
+    """The reasoning text (set by the answer node)."""
+    totals: dict[str, float | int | dict[str, int]]
+    model_seconds: Annotated[dict[str, float], _add_seconds]
+    """Time spent in each model (``srm``, ``lrm``, ``signals``, ``judge``), summed over nodes."""
+    started_at: float
+    """Wall clock (``time.time()``) when the run started."""
