@@ -1,0 +1,39 @@
+"""The ``rankguide`` command line: ``run`` a question through the graph, draw the ``graph``.
+
+Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
+(bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rankguide_graph.cli import graph_cmd, run_cmd
+from rankguide_graph.errors import RankGuideError
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rankguide`` parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="rankguide",
+        description="RankGuide: a small and a large reasoning model, routed by tensor rank.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_cmd.register(commands)
+    graph_cmd.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rankguide`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (RankGuideError, ValueError, OSError) as err:
+        print(f"rankguide {args.command}: error: {err}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,73 @@
+"""Command-line options generated from :class:`~rankguide_graph.context.RankGuideContext`.
+
+Every run setting becomes ``--field-name`` with the field's type, default and docstring as help,
+so the CLI can never drift from the context it builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from functools import cache
+from typing import Any
+
+from rankguide_graph.context import RankGuideContext
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each attribute of a dataclass, read from its source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _parser_for(annotation: Any) -> tuple[Any, list[str] | None]:
+    """``(type converter, choices)`` for a field annotation such as ``int | None``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = (
+        args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) else annotation
+    )
+    if typing.get_origin(base) is typing.Literal:
+        return str, [str(c) for c in typing.get_args(base)]
+    return base, None
+
+
+def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """Add ``--name`` for every context field not in ``skip``."""
+    docs = field_docs(RankGuideContext)
+    hints = typing.get_type_hints(RankGuideContext)
+    group = parser.add_argument_group("run settings (RankGuideContext)")
+    for f in dataclasses.fields(RankGuideContext):
+        if f.name in skip:
+            continue
+        convert, choices = _parser_for(hints[f.name])
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=convert,
+            choices=choices,
+            default=argparse.SUPPRESS,
+            help=f"{docs.get(f.name, '')} (default: {f.default})",
+        )
+
+
+def context_from_args(args: argparse.Namespace) -> RankGuideContext:
+    """The context the parsed options describe (unset options keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(RankGuideContext)}
+    return RankGuideContext(**{k: v for k, v in vars(args).items() if k in names})
