@@ -92,3 +92,15 @@ def test_the_module_entry_point_runs():
     )
     assert done.returncode == 0, done.stderr
     assert "graph TD;" in done.stdout and "prepare --> steer" in done.stdout
+
+
+def test_the_custom_policy_example_runs_through_the_graph():
+    done = subprocess.run(
+        [sys.executable, "examples/custom_policy.py"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rank-only" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert any(" LRM low_rank " in line for line in lines)
+    assert any(" SRM high_rank " in line for line in lines)
+    assert "thinking ended: collapse" in lines[-1]
