@@ -27,7 +27,7 @@ def save_steering_vector(
     try:
         save_file({"vector": vector.vector.detach().float().cpu().contiguous()}, tmp, meta)
         os.replace(tmp, target)
-    except OSError as err:
+    except (OSError, SafetensorError) as err:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"could not write the steering vector to {str(target)!r}: {err}") from err
     return target
