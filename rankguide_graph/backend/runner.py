@@ -64,6 +64,7 @@ class ModelRunner:
         self.set_steering(steering, alpha)
         self.tokens_fed = 0
         self.forward_seconds = 0.0
+        """Time in ``feed`` passes and ``decode`` loops (sampling and stop checks included)."""
         self.cache = DynamicCache(config=self.model.config)
         self._next_logits: torch.Tensor | None = None
 

@@ -25,7 +25,7 @@ def terminate(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict
     reason = state.get("thinking_end") or "stop"
     engine = session.engine
     tokenizer = session.tokenizer
-    if reason not in MODEL_ENDED and THINK_END in tokenizer.get_vocab():
+    if reason not in MODEL_ENDED and session.pair.stop_rule.think_end_ids:
         text = engine.text()
         closing = ("" if not text or text.endswith("\n") else "\n") + THINK_END + "\n\n"
         engine.extend(tokenizer(closing, add_special_tokens=False)["input_ids"])
