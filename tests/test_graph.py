@@ -230,3 +230,31 @@ def test_a_context_given_as_a_dict_is_coerced(graph, pair):
         context={"srm": pair["srm"], "lrm": pair["lrm"], "policy": "lrm-only", **BUDGET},
     )
     assert {s["model"] for s in out["steps"]} == {"lrm"}
+
+
+def test_trim_with_a_process_reward_model_scores_each_draft_with_it(graph, pair, tmp_path):
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    from rankguide_graph.scoring import ProcessRewardModel
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2, num_labels=2,
+        pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForTokenClassification(config).save_pretrained(tmp_path / "prm")
+    tokenizer.save_pretrained(tmp_path / "prm")
+
+    out = _run(graph, pair, "trim", step_scorer=str(tmp_path / "prm"), accept_score=0.5)
+    prm = ProcessRewardModel.load(tmp_path / "prm")
+    kept: list[str] = []
+    for s in out["steps"]:
+        draft = s["draft"]
+        expected = prm.score_last(QUESTION, kept, draft["text"])
+        assert draft["score"] == pytest.approx(expected, abs=1e-5)
+        assert draft["accepted"] == (expected >= 0.5) == (s["model"] == "srm")
+        kept.append(s["text"])
+    assert len(out["steps"]) >= 3
