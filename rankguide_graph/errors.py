@@ -26,3 +26,7 @@ class ModelLoadError(RankGuideError, OSError):
 
 class TokenizerMismatchError(RankGuideError, ValueError):
     """The SRM and the LRM do not share a tokenizer, so tokens cannot move between them."""
+
+
+class CalibrationError(ConfigError):
+    """A steering vector cannot be calibrated from these traces (e.g. no validation step)."""

@@ -1,4 +1,4 @@
-"""The ``rankguide`` command line: ``run`` a question through the graph, draw the ``graph``.
+"""The ``rankguide`` command line: ``run``, ``graph``, ``calibrate`` and ``steer-eval``.
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
 (bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rankguide_graph.cli import graph_cmd, run_cmd
+from rankguide_graph.cli import calibrate_cmd, graph_cmd, run_cmd, steer_eval_cmd
 from rankguide_graph.errors import RankGuideError
 
 __all__ = ["main"]
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_cmd.register(commands)
     graph_cmd.register(commands)
+    calibrate_cmd.register(commands)
+    steer_eval_cmd.register(commands)
     return parser
 
 
@@ -36,4 +38,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RankGuideError, ValueError, OSError) as err:
         print(f"rankguide {args.command}: error: {err}", file=sys.stderr)
         return 2
-
