@@ -1,0 +1,104 @@
+"""Message conversion and tool-call parsing for the chat model, with exact expectations."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from rankguide_graph.chat import parse_tool_calls, to_template_messages
+
+
+def test_a_conversation_with_tool_calls_converts_for_the_template():
+    messages = [
+        SystemMessage("Be brief."),
+        HumanMessage([{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Paris?"}]),
+        AIMessage(
+            "",
+            tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "call_1"}],
+        ),
+        ToolMessage("18 C, sunny", tool_call_id="call_1", name="weather"),
+        AIMessage("It is 18 C and sunny."),
+        ChatMessage(role="user", content="Thanks"),
+    ]
+    assert to_template_messages(messages) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "type": "function",
+                    "id": "call_1",
+                    "function": {"name": "weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {"role": "tool", "content": "18 C, sunny", "tool_call_id": "call_1", "name": "weather"},
+        {"role": "assistant", "content": "It is 18 C and sunny."},
+        {"role": "user", "content": "Thanks"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([], "messages is empty"),
+        ([HumanMessage([{"type": "image_url", "image_url": {"url": "x"}}])], "'image_url'"),
+        ([ChatMessage(role="critic", content="hm")], "role 'critic'"),
+    ],
+)
+def test_unsupported_input_is_refused(messages, message):
+    with pytest.raises(ValueError, match=message):
+        to_template_messages(messages)
+
+
+def test_well_formed_blocks_become_tool_calls_and_the_rest_content():
+    text = (
+        'Let me look.\n<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n'
+        '</tool_call>\n<tool_call>{"name": "time", "arguments": "{\\"tz\\": \\"CET\\"}"}'
+        "</tool_call>"
+    )
+    parsed = parse_tool_calls(text)
+    assert parsed.content == "Let me look."
+    assert [(c["name"], c["args"]) for c in parsed.tool_calls] == [
+        ("weather", {"city": "Paris"}),
+        ("time", {"tz": "CET"}),
+    ]
+    assert all(c["id"].startswith("call_") and len(c["id"]) == 29 for c in parsed.tool_calls)
+    assert len({c["id"] for c in parsed.tool_calls}) == 2
+    assert parsed.invalid_tool_calls == []
+
+
+@pytest.mark.parametrize(
+    ("block", "name", "error"),
+    [
+        ('<tool_call>{"name": "weather", "arguments": {"city": </tool_call>', None, "invalid JSON"),
+        ('<tool_call>{"arguments": {}}</tool_call>', None, "no tool name"),
+        ('<tool_call>["weather"]</tool_call>', None, "no tool name"),
+        ('<tool_call>{"name": "w", "arguments": [1, 2]}</tool_call>', "w", "must be a JSON object"),
+        ('<tool_call>{"name": "weather", "argu', None, "no closing </tool_call>"),
+    ],
+)
+def test_malformed_blocks_become_invalid_tool_calls_not_exceptions(block, name, error):
+    parsed = parse_tool_calls("Checking. " + block)
+    assert parsed.content == "Checking."
+    assert parsed.tool_calls == []
+    [bad] = parsed.invalid_tool_calls
+    assert bad["name"] == name and error in bad["error"]
+    assert bad["args"] == block.removeprefix("<tool_call>").removesuffix("</tool_call>").strip()
+
+
+def test_text_without_blocks_is_all_content():
+    parsed = parse_tool_calls("  The answer is 4.  ")
+    assert (parsed.content, parsed.tool_calls, parsed.invalid_tool_calls) == (
+        "The answer is 4.",
+        [],
+        [],
+    )
