@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.backend import (
     LoadedModel,
@@ -67,12 +68,16 @@ class ModelPool:
         self._pairs: dict[tuple[str, str, str | None, str | None], ModelPair] = {}
         self._lock = threading.Lock()
 
-    def add(self, loaded: LoadedModel, *, device: str | None = None, dtype: str | None = None):
+    def add(
+        self, loaded: LoadedModel, *, device: str | None = None, dtype: str | None = None
+    ) -> None:
         """Register an already loaded model under its name (later loads of it reuse it)."""
         with self._lock:
             self._models[(loaded.name, device, dtype)] = loaded
 
-    def load(self, name: str, *, device: str | None = None, dtype: str | None = None):
+    def load(
+        self, name: str, *, device: str | None = None, dtype: str | None = None
+    ) -> LoadedModel:
         """The model loaded from ``name`` (loading it on first use)."""
         key = (os.fspath(name), device, dtype)
         with self._lock:
@@ -137,7 +142,7 @@ class RunSession:
         self.policy.setup(self)
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         """The shared tokenizer."""
         return self.pair.srm.tokenizer
 
