@@ -10,6 +10,7 @@ are random: these models exercise the machinery, not the reasoning.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -47,15 +48,28 @@ def _corpus(n: int, seed: int) -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 384, seed: int = 0) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with fused delimiter tokens and a ``<think>`` chat template."""
+def build_tokenizer(
+    vocab_size: int = 384,
+    seed: int = 0,
+    corpus: Iterable[str] | None = None,
+    *,
+    whole_numbers: bool = False,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with fused delimiter tokens and a ``<think>`` chat template.
+
+    It is trained on ``corpus`` (default: a synthetic corpus of arithmetic steps). With
+    ``whole_numbers`` digit runs are split from the text around them, so merges make whole
+    numbers (``"19"``) rather than fragments such as ``"9 = "``.
+    """
     tok = Tokenizer(models.BPE())
     # Split after each delimiter so merges may fuse ".\n\n" but never "\n\nNext".
+    splits: list[pre_tokenizers.PreTokenizer] = [
+        pre_tokenizers.Split("\n\n", behavior="merged_with_previous")
+    ]
+    if whole_numbers:
+        splits.append(pre_tokenizers.Digits(individual_digits=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split("\n\n", behavior="merged_with_previous"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
+        [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -64,7 +78,7 @@ def build_tokenizer(vocab_size: int = 384, seed: int = 0) -> PreTrainedTokenizer
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(400, seed), trainer)
+    tok.train_from_iterator(_corpus(400, seed) if corpus is None else corpus, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )

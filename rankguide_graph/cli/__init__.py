@@ -1,4 +1,4 @@
-"""The ``rankguide`` command line: ``run``, ``graph``, ``calibrate`` and ``steer-eval``.
+"""The ``rankguide`` command line: run, graph, calibrate, steer-eval, train-demo.
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
 (bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rankguide_graph.cli import calibrate_cmd, graph_cmd, run_cmd, steer_eval_cmd
+from rankguide_graph.cli import calibrate_cmd, graph_cmd, run_cmd, steer_eval_cmd, train_demo_cmd
 from rankguide_graph.errors import RankGuideError
 
 __all__ = ["main"]
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph_cmd.register(commands)
     calibrate_cmd.register(commands)
     steer_eval_cmd.register(commands)
+    train_demo_cmd.register(commands)
     return parser
 
 

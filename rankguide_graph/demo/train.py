@@ -1,0 +1,251 @@
+"""Train the embedded demo pair from scratch: a small and a large Llama on the demo task.
+
+Recipe (all of it in :class:`Recipe`, written beside the weights as ``recipe.json`` with the
+measured accuracies and decode speeds):
+
+1. A byte-level BPE tokenizer trained on task text, with a ``<think>`` chat template, shared by
+   both models (Llama configs keep a saved custom tokenizer).
+2. Training traces from :func:`~rankguide_graph.demo.task.solution_trace`: the SRM's traces
+   verify multiplications more often than the LRM's (small reasoning models re-validate more);
+   both contain corrected errors, with the wrong number masked out of the loss.
+3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
+   and cosine decay, a fixed number of optimiser steps per model. The gap between the models is
+   made by size (width, depth) and training length, nothing else.
+4. Weights saved in float16 safetensors.
+
+    python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from rankguide_graph.backend.prompting import encode_question
+from rankguide_graph.demo import task
+from rankguide_graph.tiny_models import build_tokenizer
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """Size and training of one model of the pair."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    steps: int
+    """Optimiser steps."""
+    batch_size: int
+    lr: float
+    verify_rate: float
+    """Share of multiplications followed by a verification step in its training traces."""
+    error_rate: float = 0.1
+    """Share of multiplications first written wrong and then corrected."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines the demo pair."""
+
+    srm: ModelRecipe = ModelRecipe(256, 2, 4, 768, steps=600, batch_size=32, lr=3e-3,
+                                   verify_rate=0.4)  # fmt: skip
+    lrm: ModelRecipe = ModelRecipe(512, 6, 8, 1536, steps=900, batch_size=32, lr=1.5e-3,
+                                   verify_rate=0.15)  # fmt: skip
+    vocab_size: int = 320
+    seed: int = 0
+    eval_problems: int = 200
+    """Held-out problems (validation and test each) the accuracies are measured on."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def build_task_tokenizer(recipe: Recipe) -> PreTrainedTokenizerFast:
+    """The shared tokenizer, trained on task text."""
+    return build_tokenizer(
+        recipe.vocab_size, recipe.seed, corpus=task.corpus(2000, recipe.seed), whole_numbers=True
+    )
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerFast, problem: task.Problem, trace: task.Trace
+) -> _Example:
+    """Prompt (masked) + trace + EOS; tokens overlapping an error span are masked too."""
+    prompt = encode_question(tokenizer, problem.question)
+    encoded = tokenizer(trace.text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        masked = any(start < e and s < end for s, e in trace.error_spans)
+        labels.append(-100 if masked else token)
+    eos = tokenizer.eos_token_id
+    ids = prompt + list(encoded["input_ids"]) + [eos]
+    return _Example(ids, [-100] * len(prompt) + labels + [eos])
+
+
+def _batch(examples: list[_Example], pad: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad)  # (B, T)
+    labels = torch.full((len(examples), width), -100)  # (B, T)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int):
+    """A fresh Llama of the recipe's size."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def train_model(
+    spec: ModelRecipe,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    *,
+    log_every: int = 100,
+) -> tuple[PreTrainedModel, dict[str, float]]:
+    """Train one model; returns it and its training log (final loss, seconds)."""
+    model = build_model(spec, tokenizer, seed)
+    model.train()
+    rng = random.Random(seed)
+    pool = task.problems("train", 20_000, seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
+    warmup = max(1, spec.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, spec.steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
+    started, losses = time.perf_counter(), []
+    for step in range(spec.steps):
+        examples = []
+        for _ in range(spec.batch_size):
+            problem = rng.choice(pool)
+            trace = task.solution_trace(
+                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate
+            )
+            examples.append(encode_example(tokenizer, problem, trace))
+        loss = model(**_batch(examples, tokenizer.pad_token_id)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        scheduler.step()
+        optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if log_every and (step + 1) % log_every == 0:
+            recent = sum(losses[-log_every:]) / log_every
+            print(f"  step {step + 1}/{spec.steps} loss {recent:.3f}", flush=True)
+    model.eval()
+    tail = losses[-min(50, len(losses)) :]
+    return model, {"final_loss": sum(tail) / len(tail), "seconds": time.perf_counter() - started}
+
+
+@torch.inference_mode()
+def accuracy(model, tokenizer: PreTrainedTokenizerFast, problems: list[task.Problem]) -> float:
+    """Share of ``problems`` the model solves greedily (reasoning and answer in one generation)."""
+    correct = 0
+    for start in range(0, len(problems), 32):
+        chunk = problems[start : start + 32]
+        prompts = [encode_question(tokenizer, p.question) for p in chunk]
+        width = max(len(p) for p in prompts)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, T) left-padded
+        mask = (
+            torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]
+        ).long()
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=160, do_sample=False,
+            pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        for problem, row in zip(chunk, out[:, width:], strict=True):
+            correct += task.is_correct(
+                str(tokenizer.decode(row, skip_special_tokens=True)), problem
+            )
+    return correct / len(problems)
+
+
+def decode_ms_per_token(path: Path, tokens: int = 48) -> float:
+    """Decode time per token of the saved model at ``path`` with the engine's loop (best of 3)."""
+    from rankguide_graph.backend import ModelRunner, SamplingConfig, TokenSampler, load_causal_lm
+
+    loaded = load_causal_lm(path, device="cpu", dtype="float32")
+    runner = ModelRunner(loaded)
+    prompt = encode_question(loaded.tokenizer, task.problems("test", 1)[0].question)
+
+    class _Never:
+        def stop_reason(self, token: int) -> None:
+            return None
+
+    best = math.inf
+    for _ in range(3):
+        runner.reset()
+        runner.feed(prompt)
+        started = time.perf_counter()
+        runner.decode(TokenSampler(SamplingConfig()), _Never(), tokens)  # type: ignore[arg-type]
+        best = min(best, (time.perf_counter() - started) / tokens)
+    return best * 1000
+
+
+def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int = 100) -> dict:
+    """Train both models, measure them, save them (float16) and ``recipe.json`` under ``out``."""
+    recipe = recipe or Recipe()
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_task_tokenizer(recipe)
+    held_out = {
+        split: task.problems(split, recipe.eval_problems, recipe.seed)
+        for split in ("validation", "test")
+    }
+    report: dict = {"recipe": asdict(recipe), "models": {}}
+    for offset, (role, spec) in enumerate((("srm", recipe.srm), ("lrm", recipe.lrm))):
+        print(f"training the {role.upper()} ({spec.num_layers} layers, {spec.hidden_size} wide)")
+        model, log = train_model(spec, tokenizer, recipe.seed + offset, log_every=log_every)
+        scores = {split: accuracy(model, tokenizer, p) for split, p in held_out.items()}
+        model.half()
+        model.save_pretrained(out / role)
+        tokenizer.save_pretrained(out / role)
+        report["models"][role] = {
+            **log,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "accuracy": scores,
+            "decode_ms_per_token": decode_ms_per_token(out / role),
+        }
+        print(f"  {role}: accuracy {scores}, {log['seconds']:.0f} s")
+    srm, lrm = report["models"]["srm"], report["models"]["lrm"]
+    report["decode_cost_ratio"] = lrm["decode_ms_per_token"] / srm["decode_ms_per_token"]
+    (out / "recipe.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
