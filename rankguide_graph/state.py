@@ -9,7 +9,7 @@ checkpoints and in custom stream events.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 
 def _add_seconds(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
@@ -82,10 +82,16 @@ class StepRecord(TypedDict):
 
 
 class ReasoningInput(TypedDict):
-    """What a caller passes in."""
+    """What a caller passes in: a question, or a whole conversation (chat models, agents)."""
 
-    question: str
+    question: NotRequired[str]
+    """The problem (a single user turn); with ``messages`` it defaults to the last user turn."""
     system: NotRequired[str | None]
+    """A system prompt for the single-question form."""
+    messages: NotRequired[list[dict[str, Any]]]
+    """Chat-template turns (``{"role", "content", ...}``), rendered as they are."""
+    tools: NotRequired[list[dict[str, Any]] | None]
+    """OpenAI-style tool schemas for templates that render tools."""
 
 
 class ReasoningOutput(TypedDict):
@@ -112,6 +118,10 @@ class ReasoningState(TypedDict, total=False):
     """The problem."""
     system: str | None
     """An optional system prompt for the chat template."""
+    messages: list[dict[str, Any]]
+    """A whole conversation to answer instead of a single question."""
+    tools: list[dict[str, Any]] | None
+    """Tool schemas rendered by the chat template."""
     run_id: str
     """Key of this run's session (KV caches, rank window) in the process."""
     prompt_len: int

@@ -1,11 +1,14 @@
-"""Turning a question into the prompt token ids a reasoning model expects.
+"""Turning a question (or a whole conversation) into the prompt token ids a model expects.
 
 With a chat template the question becomes a user turn followed by the assistant's generation
 prompt (which opens ``<think>`` in reasoning templates); without one the raw text is encoded.
+A conversation (system, user, assistant, tool turns, and tool schemas) goes through the chat
+template as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -36,3 +39,39 @@ def encode_question(
             encoded = encoded["input_ids"]
         return [int(t) for t in encoded]
     return [int(t) for t in tokenizer(question, add_special_tokens=True)["input_ids"]]
+
+
+def encode_conversation(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> list[int]:
+    """Encode a chat (``[{"role", "content", ...}]``, optionally with tools) as a prompt.
+
+    The tokenizer's chat template renders the turns (and the tools, for templates that take
+    them) followed by the assistant's generation prompt. The conversation must end with a user or
+    tool turn, the point where the assistant speaks next.
+    """
+    if not messages:
+        raise PromptError("messages is empty: pass at least one user turn")
+    if not tokenizer.chat_template:
+        raise PromptError(
+            "this tokenizer has no chat template, so a conversation cannot be rendered: pass a "
+            "single question instead, or set tokenizer.chat_template"
+        )
+    last = messages[-1].get("role")
+    if last not in ("user", "tool"):
+        raise PromptError(
+            f"the conversation ends with a {last!r} turn: it must end with a user or tool turn "
+            "for the assistant to answer"
+        )
+    encoded: Any = tokenizer.apply_chat_template(
+        [dict(m) for m in messages],
+        tools=[dict(t) for t in tools] if tools else None,
+        add_generation_prompt=True,
+        tokenize=True,
+    )
+    if hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return [int(t) for t in encoded]
