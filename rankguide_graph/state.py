@@ -107,8 +107,9 @@ class ReasoningOutput(TypedDict):
     """Why thinking ended: end_of_thinking, eos, answer_line, repeat, collapse, max_steps,
     max_thinking_tokens, context_full."""
     totals: dict[str, float | int | dict[str, int]]
-    """Steps, tokens per model, LRM token share, routing counts by rule, validation step ratio,
-    wall time, time per model: see :func:`rankguide_graph.nodes.answer.run_totals`."""
+    """Steps, tokens per model, prompt tokens, why the answer stopped, LRM token share, routing
+    counts by rule, validation step ratio, wall time, time per model: see
+    :func:`rankguide_graph.nodes.answer.run_totals`."""
 
 
 class ReasoningState(TypedDict, total=False):

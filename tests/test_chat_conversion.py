@@ -46,6 +46,17 @@ def test_a_conversation_with_tool_calls_converts_for_the_template():
     ]
 
 
+def test_tool_use_blocks_that_restate_tool_calls_are_dropped():
+    call = {"name": "add", "args": {"a": 1}, "id": "abc"}
+    block = {"type": "tool_use", "id": "abc", "name": "add", "input": {"a": 1}}
+    message = AIMessage([{"type": "text", "text": "Let me add."}, block], tool_calls=[call])
+    (turn,) = to_template_messages([message])
+    assert turn["content"] == "Let me add."
+    assert turn["tool_calls"][0]["function"] == {"name": "add", "arguments": {"a": 1}}
+    with pytest.raises(ValueError, match="'tool_use'"):  # without tool calls it is not restated
+        to_template_messages([HumanMessage([block])])
+
+
 @pytest.mark.parametrize(
     ("messages", "message"),
     [

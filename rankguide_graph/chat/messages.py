@@ -4,7 +4,8 @@ System, human, AI and tool messages map to ``system``, ``user``, ``assistant`` a
 turns. An AI message's tool calls become the template's ``tool_calls`` list
 (``{"type": "function", "function": {"name", "arguments"}, "id"}``, arguments as a dict, as
 Qwen/Hermes templates expect); a tool message keeps its ``tool_call_id`` and tool name. Content
-may be a string or a list of text blocks; any other block type (images, audio) is refused with
+may be a string or a list of text blocks (an AI message's tool-use blocks, which restate its
+tool calls, are dropped); any other block type (images, audio) is refused with
 a ``ValueError`` naming it, since the reasoning models here read text only.
 """
 
@@ -63,12 +64,28 @@ def _role(message: BaseMessage) -> str:
     )
 
 
+_TOOL_BLOCKS = {"tool_use", "tool_call", "function_call"}
+"""Content block types that restate an AI message's ``tool_calls`` (e.g. Anthropic's)."""
+
+
+def _without_tool_blocks(message: AIMessage) -> AIMessage:
+    """``message`` without content blocks that repeat its ``tool_calls`` (kept in that list)."""
+    if isinstance(message.content, str):
+        return message
+    kept = [
+        b for b in message.content if not (isinstance(b, dict) and b.get("type") in _TOOL_BLOCKS)
+    ]
+    return message.model_copy(update={"content": kept})
+
+
 def to_template_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """Convert a LangChain conversation for ``tokenizer.apply_chat_template``."""
     if not messages:
         raise ValueError("messages is empty: pass at least one message, e.g. a HumanMessage")
     converted: list[dict[str, Any]] = []
     for message in messages:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            message = _without_tool_blocks(message)
         turn: dict[str, Any] = {"role": _role(message), "content": text_of(message)}
         if isinstance(message, AIMessage) and message.tool_calls:
             turn["tool_calls"] = [

@@ -28,7 +28,7 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     steps = state.get("steps", [])
     reasoning = "".join(s["text"] for s in steps)
     model = session.policy.final_answer_model
-    n_answer, seconds = 0, 0.0
+    n_answer, seconds, stop_reason = 0, 0.0, "eos"
     if state.get("thinking_end") == "eos":
         text = reasoning.split(THINK_END, 1)[1] if THINK_END in reasoning else steps[-1]["text"]
         final = str(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
@@ -40,12 +40,15 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
             )
         final = str(tokenizer.decode(step.token_ids, skip_special_tokens=True))
         n_answer, seconds = len(step.token_ids), step.seconds
+        stop_reason = step.stop_reason.value
     model_seconds = dict(state.get("model_seconds", {}))
     model_seconds[model] = model_seconds.get(model, 0.0) + seconds
     totals = run_totals(
         steps,
         answer_model=model,
         answer_tokens=n_answer,
+        answer_stop_reason=stop_reason,
+        prompt_tokens=state["prompt_len"],
         model_seconds=model_seconds,
         wall_seconds=time.time() - state["started_at"],
     )
@@ -66,12 +69,16 @@ def run_totals(
     answer_tokens: int,
     model_seconds: dict[str, float],
     wall_seconds: float,
+    answer_stop_reason: str = "eos",
+    prompt_tokens: int = 0,
 ) -> dict:
     """The run's totals: what the paper reports per run, and where the time went.
 
     ``tokens`` counts kept tokens per model (reasoning steps plus the answer);
     ``lrm_token_share`` is the LRM's part of them; ``discarded_draft_tokens`` the SRM drafts a
-    verifying policy threw away; ``routing`` counts the rule that sent each step to its model.
+    verifying policy threw away; ``routing`` counts the rule that sent each step to its model;
+    ``prompt_tokens`` is the templated prompt's length; ``answer_stop_reason`` why the answer
+    ended (``eos``, ``max_step_tokens`` at ``max_answer_tokens``, ``context_full``).
     """
     tokens = {"srm": 0, "lrm": 0}
     for s in steps:
@@ -85,6 +92,8 @@ def run_totals(
         "reasoning_tokens": sum(s["n_tokens"] for s in steps),
         "answer_tokens": answer_tokens,
         "answer_model": answer_model,
+        "answer_stop_reason": answer_stop_reason,
+        "prompt_tokens": prompt_tokens,
         "lrm_token_share": tokens["lrm"] / written if written else 0.0,
         "discarded_draft_tokens": sum(
             s["draft"]["n_tokens"] for s in steps if s["draft"] and not s["draft"]["accepted"]

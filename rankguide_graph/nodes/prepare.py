@@ -21,15 +21,19 @@ def prepare(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     context = context_of(runtime)
     run_id, session = SESSIONS.open(context)  # loads (once) and checks the pair, the scorer
     messages = state.get("messages")
-    with session.models():
-        if messages:
-            prompt = encode_conversation(session.tokenizer, messages, tools=state.get("tools"))
-        else:
-            question = state.get("question")
-            if question is None:
-                raise PromptError("the input has neither 'question' nor 'messages': pass one")
-            prompt = encode_question(session.tokenizer, question, system=state.get("system"))
-        session.engine.start(prompt)
+    try:
+        with session.models():
+            if messages:
+                prompt = encode_conversation(session.tokenizer, messages, tools=state.get("tools"))
+            else:
+                question = state.get("question")
+                if question is None:
+                    raise PromptError("the input has neither 'question' nor 'messages': pass one")
+                prompt = encode_question(session.tokenizer, question, system=state.get("system"))
+            session.engine.start(prompt)
+    except BaseException:
+        SESSIONS.close(run_id)  # a refused prompt leaves nothing to resume: free the session
+        raise
     return {
         "question": question_of(state),
         "run_id": run_id,

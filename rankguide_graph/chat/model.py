@@ -1,0 +1,438 @@
+"""``ChatRankGuide``: the RankGuide reasoning graph as a LangChain chat model.
+
+A call renders the conversation with the pair's chat template, runs the compiled graph
+(:func:`rankguide_graph.graph.build_graph`) with a :class:`~rankguide_graph.context.
+RankGuideContext` built from the model's fields, and returns the final answer as the message
+content; the reasoning, token usage, routing summary and (optionally) the per-step trace ride
+along in the message's metadata. Weights load on the first call and are shared, through the
+process-wide model pool, by every instance that names the same checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from rankguide_graph.context import RankGuideContext
+    from rankguide_graph.graph import ReasoningGraph
+    from rankguide_graph.state import ReasoningInput
+
+DEMO_MODEL = "demo"
+"""The name reserved for the embedded, trained demo pair."""
+
+_LENGTH_STOPS = ("max_step_tokens", "context_full")
+"""Answer stop reasons that mean the answer was cut at its token budget."""
+
+
+class ChatRankGuide(BaseChatModel):
+    """RankGuide collaborative reasoning (a small and a large reasoning model) as a chat model.
+
+    The small model (SRM) writes most reasoning steps; the routing policy hands a step to the
+    large model (LRM) when the SRM's signals (tensor-train ranks of its step hidden states,
+    next-token entropy) say it is about to fail; the answer is written after the reasoning.
+
+    Setup:
+        Install the package and have an SRM/LRM pair that shares a tokenizer (local directories
+        or hub ids)::
+
+            pip install rankguide-graph
+
+    Instantiate:
+        .. code-block:: python
+
+            from rankguide_graph.chat import ChatRankGuide
+
+            model = ChatRankGuide(
+                srm="path/to/small-model",
+                lrm="path/to/large-model",
+                policy="rankguide",  # or glimprouter, specreason, trim, srm-only, lrm-only
+                max_tokens=512,  # answer tokens
+                temperature=0,  # greedy
+                reasoning=True,  # reasoning into additional_kwargs["reasoning_content"]
+            )
+
+        Construction loads nothing: weights load on the first call, once per process.
+
+    Invoke:
+        .. code-block:: python
+
+            message = model.invoke([("system", "Be brief."), ("human", "What is 3 + 4 * 2?")])
+            message.content  # the final answer
+            message.additional_kwargs["reasoning_content"]  # with reasoning=True
+            message.usage_metadata  # prompt, reasoning + answer tokens
+            message.response_metadata["routing"]  # steps, tokens per model, routing rules
+            message.response_metadata["finish_reason"]  # stop, length or tool_calls
+            model.invoke("...", max_tokens=64, temperature=0.7, seed=1)  # per-call settings
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in model.stream("What is 3 + 4 * 2?"):
+                print(chunk.additional_kwargs.get("reasoning_content", ""), end="")
+                print(chunk.content, end="")
+
+        Each kept reasoning step is one chunk (only with ``reasoning=True``); the answer follows
+        in one last chunk, with the usage, the response metadata and any tool call chunks (a
+        malformed ``<tool_call>`` block arrives as an invalid tool call whose ``args`` is its
+        raw text, JSON-encoded).
+
+    Tool calling:
+        .. code-block:: python
+
+            def add(a: int, b: int) -> int:
+                \"\"\"Add two integers.\"\"\"
+                return a + b
+
+            message = model.bind_tools([add]).invoke("What is 3 + 4?")
+            message.tool_calls  # parsed from <tool_call>{json}</tool_call> blocks
+
+        The tools are rendered by the chat template (Qwen/Hermes templates render them);
+        ``tool_choice`` is accepted but not enforced. ``with_structured_output`` works through
+        tool calling.
+    """
+
+    model_config = ConfigDict(protected_namespaces=(), use_attribute_docstrings=True)
+
+    srm: str | None = None
+    """The small reasoning model: a local directory or a hub id."""
+    lrm: str | None = None
+    """The large reasoning model: a local directory or a hub id (same tokenizer as the SRM)."""
+    model: str | None = None
+    """A name for the pair (reported as ``model_name``); ``"demo"`` is reserved for the embedded
+    demo pair. ``None``: named after the two checkpoints."""
+    policy: str = "rankguide"
+    """Routing policy: rankguide, glimprouter, specreason, trim, srm-only, lrm-only, ..."""
+    t_r1: int = 7
+    """RankGuide: a window with ``r1 < t_r1`` is low-rank."""
+    t_r2: int = 60
+    """RankGuide: a window with ``r2 < t_r2`` is low-rank."""
+    t_e: float = 0.9
+    """RankGuide: route to the LRM when the SRM's next-token entropy is at least this (nats)."""
+    window: int = 10
+    """RankGuide: step states per rank window, and low-rank windows in a row for a collapse."""
+    eps: float = 0.1
+    """Relative error target of the TT-SVD that gives the ranks."""
+    steering_vector: str | None = None
+    """Path of a steering vector file for the SRM (``None``: no steering)."""
+    alpha: float = 1.0
+    """Steering strength."""
+    max_tokens: int = 512
+    """Tokens of the final answer (the run's ``max_answer_tokens``)."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 decodes greedily."""
+    seed: int | None = None
+    """Sampler seed (a sampled run with a seed is reproducible)."""
+    max_steps: int = 256
+    """Reasoning steps before thinking is ended."""
+    max_step_tokens: int = 512
+    """Tokens per reasoning step."""
+    max_thinking_tokens: int = 8192
+    """Reasoning tokens before thinking is ended."""
+    reasoning: bool = False
+    """``False``: the message holds the answer only. ``True``: the reasoning text also goes
+    into ``additional_kwargs["reasoning_content"]`` (streamed step by step)."""
+    include_trace: bool = False
+    """Put the full per-step trace (signals, decisions, drafts) in
+    ``response_metadata["trace"]``."""
+    stop: list[str] | None = None
+    """Stop sequences: the answer is cut at the first occurrence of any of them."""
+    streaming: bool = False
+    """Whether ``invoke`` goes through the streaming path (callbacks see each chunk)."""
+
+    # -- validation -----------------------------------------------------------------------------
+    @field_validator("srm", "lrm", "steering_vector", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> ChatRankGuide:
+        if self.model == DEMO_MODEL:
+            raise ValueError(
+                "model='demo' names the embedded demo pair, which does not exist yet (no trained "
+                "pair is committed): pass srm=PATH and lrm=PATH instead"
+            )
+        if not self.srm or not self.lrm:
+            raise ValueError(
+                f"srm (={self.srm!r}) and lrm (={self.lrm!r}) must both name a model: pass "
+                "ChatRankGuide(srm=PATH, lrm=PATH)"
+            )
+        self.run_context()  # every threshold and budget is checked now, before any call
+        return self
+
+    def run_context(self, **overrides: Any) -> RankGuideContext:
+        """The graph's run settings built from the fields (``overrides`` replace some)."""
+        from rankguide_graph.context import RankGuideContext
+
+        settings: dict[str, Any] = {
+            "srm": self.srm,
+            "lrm": self.lrm,
+            "policy": self.policy,
+            "t_r1": self.t_r1,
+            "t_r2": self.t_r2,
+            "t_e": self.t_e,
+            "window": self.window,
+            "eps": self.eps,
+            "steering_vector": self.steering_vector,
+            "alpha": self.alpha,
+            "max_answer_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_steps": self.max_steps,
+            "max_step_tokens": self.max_step_tokens,
+            "max_thinking_tokens": self.max_thinking_tokens,
+        }
+        settings.update(overrides)
+        return RankGuideContext(**settings)
+
+    # -- LangChain plumbing ---------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "rankguide"
+
+    @property
+    def model_name(self) -> str:
+        """The name reported in ``response_metadata`` and traces."""
+        if self.model:
+            return self.model
+        return f"{Path(self.srm or '').name}+{Path(self.lrm or '').name}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "srm": self.srm,
+            "lrm": self.lrm,
+            "policy": self.policy,
+            "t_r1": self.t_r1,
+            "t_r2": self.t_r2,
+            "t_e": self.t_e,
+            "window": self.window,
+            "eps": self.eps,
+            "steering_vector": self.steering_vector,
+            "alpha": self.alpha,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_steps": self.max_steps,
+            "max_step_tokens": self.max_step_tokens,
+            "max_thinking_tokens": self.max_thinking_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "rankguide"
+        params["ls_model_name"] = kwargs.get("model") or self.model_name
+        params["ls_temperature"] = self.temperature
+        params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable | BaseTool],
+        *,
+        tool_choice: str | dict | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: they are rendered by the chat template, calls parsed from the answer.
+
+        Args:
+            tools: LangChain tools, functions, pydantic models or OpenAI tool schemas.
+            tool_choice: Accepted for compatibility (``"auto"``, ``"any"``, a tool name); the
+                local models are not constrained to call a tool.
+            **kwargs: Passed on to :meth:`bind`.
+        """
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    # -- generation -----------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        inputs, context, tools = self._prepare(messages, kwargs)
+        out = _graph().invoke(inputs, context=context)
+        answer, finish = _cut(out["answer"], self._stops(stop), out["totals"])
+        message = AIMessage(
+            content=answer,
+            usage_metadata=_usage(out["totals"]),
+            response_metadata=self._metadata(out["totals"], finish, out["steps"]),
+        )
+        if self.reasoning:
+            message.additional_kwargs["reasoning_content"] = out["reasoning"]
+        if tools:
+            _attach_tool_calls(message)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        inputs, context, tools = self._prepare(messages, kwargs)
+        steps: list[dict[str, Any]] = []
+        for event in _graph().stream(inputs, context=context, stream_mode="custom"):
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "step":
+                steps.append(event["step"])
+                if self.reasoning:
+                    text = event["step"]["text"]
+                    chunk = ChatGenerationChunk(
+                        message=AIMessageChunk(
+                            content="", additional_kwargs={"reasoning_content": text}
+                        )
+                    )
+                    if run_manager:
+                        run_manager.on_llm_new_token("", chunk=chunk)
+                    yield chunk
+            elif event.get("event") == "answer":
+                totals = event["totals"]
+                answer, finish = _cut(event["answer"], self._stops(stop), totals)
+                message = AIMessageChunk(
+                    content=answer,
+                    usage_metadata=_usage(totals),
+                    response_metadata=self._metadata(totals, finish, steps),
+                    chunk_position="last",
+                )
+                if tools:
+                    parsed = _attach_tool_calls(message)
+                    # LangChain re-parses streamed chunks' args: a malformed block's raw text
+                    # goes in JSON-encoded, so it parses to a string and stays an invalid call.
+                    calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in parsed.tool_calls]
+                    calls += [
+                        (c["name"], json.dumps(c["args"]), c["id"])
+                        for c in parsed.invalid_tool_calls
+                    ]
+                    message = AIMessageChunk(
+                        content=parsed.content,
+                        usage_metadata=message.usage_metadata,
+                        response_metadata=message.response_metadata,
+                        tool_call_chunks=[
+                            tool_call_chunk(name=name, args=args, id=call_id, index=i)
+                            for i, (name, args, call_id) in enumerate(calls)
+                        ],
+                        chunk_position="last",
+                    )
+                chunk = ChatGenerationChunk(message=message)
+                if run_manager:
+                    run_manager.on_llm_new_token(answer, chunk=chunk)
+                yield chunk
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _prepare(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> tuple[ReasoningInput, RankGuideContext, list[dict[str, Any]] | None]:
+        from rankguide_graph.chat.messages import to_template_messages
+        from rankguide_graph.state import ReasoningInput
+
+        tools = kwargs.get("tools") or None
+        inputs = ReasoningInput(messages=to_template_messages(messages), tools=tools)
+        overrides = {
+            name: kwargs[name]
+            for name in ("temperature", "seed", "max_steps", "max_step_tokens")
+            if kwargs.get(name) is not None
+        }
+        if kwargs.get("max_tokens") is not None:
+            overrides["max_answer_tokens"] = kwargs["max_tokens"]
+        return inputs, self.run_context(**overrides), tools
+
+    def _stops(self, stop: list[str] | None) -> list[str]:
+        chosen = stop if stop is not None else self.stop
+        return [s for s in chosen or [] if s]
+
+    def _metadata(
+        self, totals: dict[str, Any], finish: str, steps: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "model_name": self.model_name,
+            "model_provider": "rankguide",
+            "finish_reason": finish,
+            "policy": self.policy,
+            "routing": {
+                key: totals.get(key)
+                for key in (
+                    "steps",
+                    "steps_by_model",
+                    "tokens",
+                    "lrm_token_share",
+                    "routing",
+                    "answer_model",
+                    "discarded_draft_tokens",
+                )
+            },
+        }
+        if self.include_trace:
+            metadata["trace"] = list(steps)
+        return metadata
+
+
+@lru_cache(maxsize=1)
+def _graph() -> ReasoningGraph:
+    """The compiled graph, built once per process (it holds no per-run state)."""
+    from rankguide_graph.graph import build_graph
+
+    return build_graph(name="ChatRankGuide")
+
+
+def _cut(answer: str, stops: list[str], totals: dict[str, Any]) -> tuple[str, str]:
+    """Cut ``answer`` at the first stop sequence; the finish reason with it."""
+    cut_at = min((answer.find(s) for s in stops if s in answer), default=-1)
+    if cut_at >= 0:
+        return answer[:cut_at], "stop"
+    finish: Literal["stop", "length"] = (
+        "length" if totals.get("answer_stop_reason") in _LENGTH_STOPS else "stop"
+    )
+    return answer, finish
+
+
+def _usage(totals: dict[str, Any]) -> UsageMetadata:
+    """Prompt tokens in; reasoning plus answer tokens out."""
+    prompt = int(totals.get("prompt_tokens", 0))
+    reasoning = int(totals.get("reasoning_tokens", 0))
+    output = reasoning + int(totals.get("answer_tokens", 0))
+    return UsageMetadata(
+        input_tokens=prompt,
+        output_tokens=output,
+        total_tokens=prompt + output,
+        output_token_details={"reasoning": reasoning},
+    )
+
+
+def _attach_tool_calls(message: AIMessage | AIMessageChunk) -> Any:
+    """Move ``<tool_call>`` blocks of the content into tool calls; returns the parse."""
+    from rankguide_graph.chat.tool_calls import parse_tool_calls
+
+    parsed = parse_tool_calls(message.text)
+    if isinstance(message, AIMessage) and not isinstance(message, AIMessageChunk):
+        message.content = parsed.content
+        message.tool_calls = parsed.tool_calls
+        message.invalid_tool_calls = parsed.invalid_tool_calls
+    if parsed.tool_calls:
+        message.response_metadata["finish_reason"] = "tool_calls"
+    return parsed

@@ -1,0 +1,347 @@
+"""ChatRankGuide on a tiny random pair: what it returns, streams, stops at, parses and refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+import torch
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from pydantic import ValidationError
+
+import rankguide_graph
+from rankguide_graph.backend import encode_conversation
+from rankguide_graph.chat import ChatRankGuide, to_template_messages
+from rankguide_graph.chat import model as chat_model
+from rankguide_graph.context import RankGuideContext
+from rankguide_graph.errors import PromptError
+from rankguide_graph.graph import build_graph
+from rankguide_graph.session import SESSIONS
+
+QUESTION = "Add 5 and 9."
+# Small budgets keep each call well under a second.
+BUDGET = dict(max_steps=3, max_step_tokens=16, max_tokens=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and far faster than on two busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pair(model_dirs) -> dict[str, str]:
+    return {role: str(path) for role, path in model_dirs["llama"].items()}
+
+
+def _chat(pair, **kwargs) -> ChatRankGuide:
+    return ChatRankGuide(srm=pair["srm"], lrm=pair["lrm"], **{**BUDGET, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def reference(pair) -> dict[str, Any]:
+    """The graph's own output for QUESTION with the chat model's settings."""
+    context = _chat(pair).run_context()
+    messages = [{"role": "user", "content": QUESTION}]
+    return build_graph().invoke({"messages": messages}, context=context)
+
+
+def _stream(model, messages, **kwargs) -> list[AIMessageChunk]:
+    return list(model.stream(messages, **kwargs))
+
+
+def _join(chunks: list[AIMessageChunk]) -> AIMessageChunk:
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    return full
+
+
+# -- construction -------------------------------------------------------------------------------
+def test_the_fields_default_to_the_run_settings_defaults():
+    defaults = {f.name: f.default for f in dataclasses.fields(RankGuideContext)}
+    fields = ChatRankGuide.model_fields
+    for name in ("policy", "t_r1", "t_r2", "t_e", "window", "eps", "steering_vector", "alpha"):
+        assert fields[name].default == defaults[name], name
+    for name in ("temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens"):
+        assert fields[name].default == defaults[name], name
+    assert fields["max_tokens"].default == defaults["max_answer_tokens"]
+    own = set(ChatRankGuide.__annotations__) - {"model_config"}
+    assert own and all(fields[name].description for name in own)  # each field has a docstring
+
+
+def test_construction_is_cheap_and_lazy(pair, monkeypatch):
+    from rankguide_graph import session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("construction must not load weights")
+
+    monkeypatch.setattr(session, "load_causal_lm", refuse)
+    model = ChatRankGuide(srm=pair["srm"], lrm=pair["lrm"], policy="glimprouter", t_e=0.5)
+    context = model.run_context()
+    assert (context.srm, context.lrm, context.policy, context.t_e) == (
+        pair["srm"], pair["lrm"], "glimprouter", 0.5
+    )  # fmt: skip
+    assert context.max_answer_tokens == model.max_tokens
+    assert rankguide_graph.ChatRankGuide is ChatRankGuide
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "demo"}, "embedded demo pair, which does not exist yet"),
+        ({"srm": None}, "must both name a model"),
+        ({"window": 1}, "window"),
+        ({"policy": "nope"}, "nope"),
+        ({"max_tokens": 0}, "max_answer_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(pair, kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        ChatRankGuide(**{"srm": pair["srm"], "lrm": pair["lrm"], **kwargs})
+
+
+def test_langsmith_params_and_identity(pair):
+    model = _chat(pair, model="tiny", stop=["x"])
+    params = model._get_ls_params()
+    assert params["ls_provider"] == "rankguide" and params["ls_model_name"] == "tiny"
+    assert params["ls_max_tokens"] == 8 and params["ls_stop"] == ["x"]
+    assert model._get_ls_params(model="other")["ls_model_name"] == "other"
+    assert model._llm_type == "rankguide"
+    assert model._identifying_params["srm"] == pair["srm"]
+    assert _chat(pair).model_name == "srm+lrm"  # named after the checkpoints
+
+
+# -- invoke -------------------------------------------------------------------------------------
+def test_invoke_returns_the_graphs_answer_usage_and_routing(pair, reference, tokenizer):
+    message = _chat(pair).invoke(QUESTION)
+    totals = reference["totals"]
+    assert message.content == reference["answer"]
+    assert "reasoning_content" not in message.additional_kwargs  # answer-only by default
+    prompt = encode_conversation(tokenizer, [{"role": "user", "content": QUESTION}])
+    output = totals["reasoning_tokens"] + totals["answer_tokens"]
+    assert totals["prompt_tokens"] == len(prompt)
+    assert message.usage_metadata == {
+        "input_tokens": len(prompt),
+        "output_tokens": output,
+        "total_tokens": len(prompt) + output,
+        "output_token_details": {"reasoning": totals["reasoning_tokens"]},
+    }
+    metadata = message.response_metadata
+    assert metadata["model_name"] == "srm+lrm"
+    length = totals["answer_stop_reason"] in ("max_step_tokens", "context_full")
+    assert metadata["finish_reason"] == ("length" if length else "stop")
+    assert length == (totals["answer_tokens"] == BUDGET["max_tokens"])
+    routing = metadata["routing"]
+    assert routing["steps"] == len(reference["steps"])
+    assert routing["tokens"] == totals["tokens"]
+    assert routing["lrm_token_share"] == totals["lrm_token_share"]
+    assert routing["routing"] == totals["routing"]
+    assert "trace" not in metadata
+
+
+def test_reasoning_and_trace_options(pair, reference):
+    message = _chat(pair, reasoning=True, include_trace=True).invoke(QUESTION)
+    assert message.content == reference["answer"]
+    assert message.additional_kwargs["reasoning_content"] == reference["reasoning"]
+    trace = message.response_metadata["trace"]
+    assert [s["text"] for s in trace] == [s["text"] for s in reference["steps"]]
+    assert trace[0]["signals"].keys() >= {"entropy", "r1", "r2"}
+
+
+def test_stop_sequences_cut_the_answer(pair, reference):
+    answer = reference["answer"]
+    assert len(answer) >= 4
+    stop = answer[2:4]
+    expected = answer[: answer.find(stop)]
+    model = _chat(pair)
+    called = model.invoke(QUESTION, stop=[stop])
+    assert called.content == expected
+    assert called.response_metadata["finish_reason"] == "stop"
+    assert _chat(pair, stop=[stop]).invoke(QUESTION).content == expected
+    # a call-level list replaces the field; absent strings leave the answer whole
+    assert _chat(pair, stop=[stop]).invoke(QUESTION, stop=["\x00never"]).content == answer
+    streamed = _join(_stream(model, QUESTION, stop=[stop]))
+    assert streamed.content == expected
+
+
+def test_max_tokens_reaches_the_answer_budget(pair):
+    message = _chat(pair, max_tokens=2).invoke(QUESTION)
+    called = _chat(pair).invoke(QUESTION, max_tokens=2)  # call-time settings override fields
+    assert called.content == message.content
+    assert called.usage_metadata == message.usage_metadata
+    assert message.usage_metadata is not None
+    assert message.response_metadata["finish_reason"] in ("length", "stop")
+    if message.response_metadata["finish_reason"] == "length":
+        reasoning = message.usage_metadata["output_token_details"]["reasoning"]
+        assert message.usage_metadata["output_tokens"] - reasoning == 2
+
+
+# -- stream -------------------------------------------------------------------------------------
+def test_stream_without_reasoning_yields_the_answer_and_the_metadata_once(pair, reference):
+    chunks = _stream(_chat(pair), QUESTION)
+    assert len(chunks) == 1  # no step chunks when reasoning is off
+    full = _join(chunks)
+    assert full.content == reference["answer"]
+    assert chunks[-1].chunk_position == "last"
+    assert full.usage_metadata == _chat(pair).invoke(QUESTION).usage_metadata
+
+
+def test_stream_with_reasoning_yields_each_step(pair, reference):
+    chunks = _stream(_chat(pair, reasoning=True), QUESTION)
+    steps = reference["steps"]
+    assert len(chunks) == len(steps) + 1
+    for chunk, step in zip(chunks, steps, strict=False):
+        assert chunk.content == ""
+        assert chunk.additional_kwargs["reasoning_content"] == step["text"]
+    assert [c.chunk_position for c in chunks] == [None] * len(steps) + ["last"]
+    assert sum(1 for c in chunks if c.response_metadata.get("model_name")) == 1
+    assert sum(1 for c in chunks if c.usage_metadata) == 1
+    full = _join(chunks)
+    assert full.content == reference["answer"]
+    assert full.additional_kwargs["reasoning_content"] == reference["reasoning"]
+
+
+# -- tools --------------------------------------------------------------------------------------
+class _StubGraph:
+    """Stands in for the compiled graph: answers with fixed text, records the input."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.inputs: list[dict[str, Any]] = []
+        self.totals = {
+            "prompt_tokens": 5,
+            "reasoning_tokens": 3,
+            "answer_tokens": 4,
+            "answer_stop_reason": "eos",
+        }
+
+    def invoke(self, inputs, context):
+        self.inputs.append(inputs)
+        return {"answer": self.answer, "reasoning": "r", "steps": [], "totals": self.totals}
+
+    def stream(self, inputs, context, stream_mode):
+        self.inputs.append(inputs)
+        yield {"event": "answer", "answer": self.answer, "totals": self.totals}
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+CALL = 'Let me add.<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    def install(answer: str) -> _StubGraph:
+        graph = _StubGraph(answer)
+        monkeypatch.setattr(chat_model, "_graph", lambda: graph)
+        return graph
+
+    return install
+
+
+def test_bound_tools_reach_the_graph_and_calls_are_parsed(pair, stub):
+    graph = stub(CALL)
+    message = _chat(pair).bind_tools([add], tool_choice="auto").invoke("What is 1 + 2?")
+    tools = graph.inputs[0]["tools"]
+    assert [t["function"]["name"] for t in tools] == ["add"]
+    assert graph.inputs[0]["messages"] == [{"role": "user", "content": "What is 1 + 2?"}]
+    assert message.content == "Let me add."
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert message.response_metadata["finish_reason"] == "tool_calls"
+    assert message.usage_metadata["input_tokens"] == 5
+    assert message.usage_metadata["output_tokens"] == 7
+
+
+def test_streamed_tool_calls_arrive_as_tool_call_chunks(pair, stub):
+    stub(CALL + '<tool_call>{"name": "add", "arguments": [1]}</tool_call>')
+    chunks = _stream(_chat(pair).bind_tools([add]), "What is 1 + 2?")
+    last = chunks[-1]
+    assert last.chunk_position == "last"
+    assert [c["name"] for c in last.tool_call_chunks] == ["add", "add"]
+    full = _join(chunks)
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 1, "b": 2})]
+    (invalid,) = full.invalid_tool_calls  # its raw text, JSON-encoded so it stays invalid
+    assert json.loads(invalid["args"]) == '{"name": "add", "arguments": [1]}'
+
+    assert full.content == "Let me add."
+    assert full.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_without_tools_tool_call_text_stays_content(pair, stub):
+    stub(CALL)
+    message = _chat(pair).invoke("What is 1 + 2?")
+    assert message.content == CALL and message.tool_calls == []
+    assert message.response_metadata["finish_reason"] == "stop"
+
+
+def test_with_structured_output_goes_through_tool_calling(pair, stub):
+    from pydantic import BaseModel
+
+    class Sum(BaseModel):
+        """A sum."""
+
+        total: int
+
+    stub('<tool_call>{"name": "Sum", "arguments": {"total": 3}}</tool_call>')
+    assert _chat(pair).with_structured_output(Sum).invoke("1 + 2?") == Sum(total=3)
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_bad_conversations_are_refused_with_value_errors(pair):
+    model = _chat(pair)
+    with pytest.raises(ValueError, match="messages is empty"):
+        model.invoke([])
+    with pytest.raises(ValueError, match="content block of type 'image_url'"):
+        model.invoke([HumanMessage([{"type": "image_url", "image_url": {"url": "x"}}])])
+    with pytest.raises(ValueError, match="unsupported message FunctionMessage"):
+        model.invoke([FunctionMessage(name="f", content="x")])
+    with pytest.raises(PromptError, match="ends with a 'assistant' turn"):
+        model.invoke([HumanMessage("hi"), AIMessage("hello")])
+
+
+def test_a_conversation_longer_than_the_context_is_refused(pair):
+    long = " ".join(["Step 12 + 34 = 46."] * 400)  # well past the tiny models' 1024 positions
+    with pytest.raises(PromptError, match="context of"):
+        _chat(pair).invoke([SystemMessage("Be brief."), HumanMessage(long)])
+    assert len(SESSIONS) == 0  # refused runs leave no session behind
+
+
+# -- concurrency --------------------------------------------------------------------------------
+def test_concurrent_abatch_calls_match_sequential_ones(pair):
+    model = _chat(pair, reasoning=True)
+    questions = ["Add 5 and 9.", "What is 7 * 3?", "Hello"]
+    sequential = [model.invoke(q) for q in questions]
+
+    async def concurrent():
+        return await asyncio.gather(*(model.abatch(questions) for _ in range(3)))
+
+    for batch in asyncio.run(concurrent()):
+        for got, want in zip(batch, sequential, strict=True):
+            assert got.content == want.content
+            assert got.additional_kwargs == want.additional_kwargs
+            assert got.usage_metadata == want.usage_metadata
+
+
+def test_template_messages_match_the_graph_input(pair, stub):
+    graph = stub("ok")
+    messages = [SystemMessage("Be brief."), HumanMessage("hi")]
+    _chat(pair).invoke(messages)
+    assert graph.inputs[0]["messages"] == to_template_messages(messages)
+    assert graph.inputs[0]["tools"] is None
