@@ -36,6 +36,8 @@ test: lint typecheck
 bench: venv
 	$(PY) benchmarks/bench_signals.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_graph.py
+	$(PY) benchmarks/bench_chat.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
