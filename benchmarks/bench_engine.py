@@ -16,6 +16,7 @@ same work. Run: ``python benchmarks/bench_engine.py [--tokens 256] [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import tempfile
 import time
@@ -38,6 +39,18 @@ from rankguide_graph.signals import RankWindow, topk_entropy
 from rankguide_graph.tiny_models import build_tokenizer, save_tiny_model
 
 WINDOW = 10
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, or the platform's processor name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def wordlevel_tokenizer(vocab_size: int, delimiter_share: float, seed: int = 0):

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import platform
 import pstats
 import statistics
 import tempfile
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bench_engine import time_generate, wordlevel_tokenizer
+from bench_engine import cpu_name, time_generate, wordlevel_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -111,18 +110,6 @@ def describe(loaded: LoadedModel) -> str:
         f"{params:.0f}M params ({config.num_hidden_layers} layers, width {config.hidden_size}, "
         f"vocabulary {config.vocab_size})"
     )
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, or the platform's processor name."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_question(loaded: LoadedModel, n_words: int) -> str:

@@ -17,12 +17,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_engine import cpu_name  # noqa: E402
 
 from rankguide_graph.signals import (  # noqa: E402
     entropy,
@@ -49,18 +49,6 @@ def time_ms(fn: Callable[[], object], calls: int, warmup: int = 20) -> tuple[flo
     return float(np.median(samples) * 1e3), float(np.percentile(samples, 90) * 1e3)
 
 
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, or the platform's machine name."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="timed calls per row (>= 200)")
@@ -72,7 +60,7 @@ def main() -> None:
     calls = max(args.calls, 200)
 
     print(
-        f"CPU {_cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, "
+        f"CPU {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, "
         f"numpy {np.__version__}; torch threads {torch.get_num_threads()}, BLAS/OpenMP threads 1; "
         f"median and p90 over {calls} calls after warm-up\n"
     )
