@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 DEMO_MODEL = "demo"
 """The name reserved for the embedded, trained demo pair."""
 
+_CONTEXT_FIELDS = (
+    "srm", "lrm", "policy", "t_r1", "t_r2", "t_e", "window", "eps", "steering_vector", "alpha",
+    "temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens",
+)  # fmt: skip
+"""Fields passed to :class:`RankGuideContext` under the same name (``max_tokens`` is renamed)."""
 _LENGTH_STOPS = ("max_step_tokens", "context_full")
 """Answer stop reasons that mean the answer was cut at its token budget."""
 
@@ -180,24 +185,8 @@ class ChatRankGuide(BaseChatModel):
         """The graph's run settings built from the fields (``overrides`` replace some)."""
         from rankguide_graph.context import RankGuideContext
 
-        settings: dict[str, Any] = {
-            "srm": self.srm,
-            "lrm": self.lrm,
-            "policy": self.policy,
-            "t_r1": self.t_r1,
-            "t_r2": self.t_r2,
-            "t_e": self.t_e,
-            "window": self.window,
-            "eps": self.eps,
-            "steering_vector": self.steering_vector,
-            "alpha": self.alpha,
-            "max_answer_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "max_steps": self.max_steps,
-            "max_step_tokens": self.max_step_tokens,
-            "max_thinking_tokens": self.max_thinking_tokens,
-        }
+        settings: dict[str, Any] = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+        settings["max_answer_tokens"] = self.max_tokens
         settings.update(overrides)
         return RankGuideContext(**settings)
 
@@ -217,22 +206,8 @@ class ChatRankGuide(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,
-            "srm": self.srm,
-            "lrm": self.lrm,
-            "policy": self.policy,
-            "t_r1": self.t_r1,
-            "t_r2": self.t_r2,
-            "t_e": self.t_e,
-            "window": self.window,
-            "eps": self.eps,
-            "steering_vector": self.steering_vector,
-            "alpha": self.alpha,
+            **{name: getattr(self, name) for name in _CONTEXT_FIELDS},
             "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "max_steps": self.max_steps,
-            "max_step_tokens": self.max_step_tokens,
-            "max_thinking_tokens": self.max_thinking_tokens,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
