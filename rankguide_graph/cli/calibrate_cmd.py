@@ -17,7 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rankguide_graph.cli.options import add_context_options, context_from_args
+from rankguide_graph.cli.options import (
+    add_context_options,
+    add_problem_set_options,
+    context_from_args,
+)
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
 
@@ -38,12 +42,8 @@ def register(commands: Any) -> None:
         "RankGuide vector mean(H_exe) - mean(H_val) over the kept samples (Eq. 7) and the SEAL "
         "vector over all samples to one safetensors file (metadata also in OUT.json).",
     )
-    parser.add_argument("--srm", required=True, help="small reasoning model: directory or hub id")
-    parser.add_argument(
-        "--data", required=True, help='JSONL, one {"problem": ..., "answer": ...} per line'
-    )
+    add_problem_set_options(parser)
     parser.add_argument("--out", required=True, help="the vector file to write (.safetensors)")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N problems only")
     parser.add_argument(
         "--drop-short",
         action="store_true",

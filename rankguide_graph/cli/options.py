@@ -71,3 +71,12 @@ def context_from_args(args: argparse.Namespace) -> RankGuideContext:
     """The context the parsed options describe (unset options keep their defaults)."""
     names = {f.name for f in dataclasses.fields(RankGuideContext)}
     return RankGuideContext(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def add_problem_set_options(parser: argparse.ArgumentParser) -> None:
+    """``--srm``, ``--data`` and ``--limit``: the SRM run over a JSONL problem set."""
+    parser.add_argument("--srm", required=True, help="small reasoning model: directory or hub id")
+    parser.add_argument(
+        "--data", required=True, help='JSONL, one {"problem": ..., "answer": ...} per line'
+    )
+    parser.add_argument("--limit", type=int, default=None, help="use the first N problems only")

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankguide_graph.cli.options import add_context_options, context_from_args
+from rankguide_graph.cli.options import (
+    add_context_options,
+    add_problem_set_options,
+    context_from_args,
+)
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
 
@@ -85,12 +89,8 @@ def register(commands: Any) -> None:
         "with the SEAL vector and with the RankGuide vector of a `rankguide calibrate` file; "
         "print accuracy, tokens, steps, validation step ratio and sample counts.",
     )
-    parser.add_argument("--srm", required=True, help="small reasoning model: directory or hub id")
-    parser.add_argument(
-        "--data", required=True, help='JSONL, one {"problem": ..., "answer": ...} per line'
-    )
+    add_problem_set_options(parser)
     parser.add_argument("--vector", required=True, help="a file written by `rankguide calibrate`")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N problems only")
     parser.add_argument(
         "--alpha",
         dest="rankguide_alpha",
