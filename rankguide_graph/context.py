@@ -51,6 +51,9 @@ class RankGuideContext:
     as GlimpRouter does with k=20); ``None`` takes the full vocabulary."""
     layer: int | None = None
     """Signal layer of the SRM (the input of that decoder layer); ``None`` = the middle one."""
+    record_signals: bool = False
+    """Compute the entropy and ranks before every SRM step even when the policy does not read
+    them (the analysis mode records them for SRM-only runs); routing is unchanged."""
 
     # -- steering (Eq. 8) -----------------------------------------------------------------------
     steering_vector: str | None = None

@@ -29,9 +29,9 @@ def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
     clean = task.solution_trace(p, random.Random(0), verify_rate=1.0, error_rate=0.0)
     steps = clean.text.split("\n\n")
     assert steps[:4] == [
-        "11 = 7 + 4. Next: * 4.",
-        "5 = 11 * 4. Next: * 3.",
-        "Wait, check: 11 * 4 = 5.",
+        "11 = 7 + 4. Next: 11 * 4.",
+        "5 = 11 * 4. Next: 5 * 3.",
+        "Wait, check: 11 * 4 = 5. Next: 5 * 3.",
         "2 = 5 * 3.",
     ]
     assert clean.text.endswith("</think>\n\nAnswer: 2") and task.is_correct(clean.text, p)

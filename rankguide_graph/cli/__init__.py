@@ -1,4 +1,4 @@
-"""The ``rankguide`` command line: run, graph, calibrate, steer-eval, train-demo.
+"""The ``rankguide`` command line: demo, run, eval, graph, calibrate, steer-eval, train-demo.
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
 (bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2.
@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rankguide_graph.cli import calibrate_cmd, graph_cmd, run_cmd, steer_eval_cmd, train_demo_cmd
+from rankguide_graph.cli import (
+    calibrate_cmd,
+    demo_cmd,
+    eval_cmd,
+    graph_cmd,
+    run_cmd,
+    steer_eval_cmd,
+    train_demo_cmd,
+)
 from rankguide_graph.errors import RankGuideError
 
 __all__ = ["main"]
@@ -23,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="RankGuide: a small and a large reasoning model, routed by tensor rank.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo_cmd.register(commands)
     run_cmd.register(commands)
+    eval_cmd.register(commands)
     graph_cmd.register(commands)
     calibrate_cmd.register(commands)
     steer_eval_cmd.register(commands)

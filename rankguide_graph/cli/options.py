@@ -45,7 +45,19 @@ def _parser_for(annotation: Any) -> tuple[Any, list[str] | None]:
     )
     if typing.get_origin(base) is typing.Literal:
         return str, [str(c) for c in typing.get_args(base)]
+    if base is bool:
+        return _boolean, None
     return base, None
+
+
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``) as a bool."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: use true or false")
 
 
 def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:

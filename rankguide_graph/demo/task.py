@@ -5,11 +5,11 @@ right, modulo 13. A solution is a chain of steps separated by ``"\\n\\n"``, one 
 then ``</think>`` and an answer line::
 
     <think>
-    11 = 7 + 4. Next: * 4.
+    11 = 7 + 4. Next: 11 * 4.
 
-    5 = 11 * 4. Next: * 3.
+    5 = 11 * 4. Next: 5 * 3.
 
-    Wait, check: 11 * 4 = 5.
+    Wait, check: 11 * 4 = 5. Next: 5 * 3.
 
     2 = 5 * 3.
 
@@ -22,9 +22,10 @@ Design (what gives the routing something real to act on):
 - **The result comes first in each step** (``"5 = 11 * 4."``), so the SRM's uncertainty about a
   step is in the first token it writes after the boundary: the boundary entropy RankGuide and
   GlimpRouter read sees it. (With ``"11 * 4 = 5"`` the first token would copy the previous result
-  and carry no information.) Each step ends by copying the next operation from the question
-  (``"Next: * 3."``), so the operands of a step are in the text right before it: a first version
-  without it left a 2-layer SRM unable to track which operation comes next.
+  and carry no information.) Each step ends by writing out the next operation, its result
+  copied and the operation taken from the question (``"Next: 5 * 3."``), so the operands of a
+  step are the last tokens before it and the step's first token is a pure table look-up: first
+  versions without this line left a 2-layer SRM unable to track which operation comes next.
 - **Errors concentrate on multiplication**: a 13 x 13 multiplication table has to be memorised,
   addition and subtraction are easier; a small model misses more of it than a large one.
 - **Validation steps** (SEAL's reflection class, they start with ``"Wait"``): after a
@@ -120,10 +121,14 @@ def problems(split: str, n: int, seed: int = 0) -> list[Problem]:
     return out
 
 
+def next_text(value: int, following: tuple[str, int] | None) -> str:
+    """The end of a step: the operation that comes next, on the value just computed (if any)."""
+    return f" Next: {value} {OPS[following[0]]} {following[1]}." if following else ""
+
+
 def step_text(value: int, a: int, op: str, x: int, following: tuple[str, int] | None) -> str:
     """One execution step: the result first, then the operation that comes next (if any)."""
-    after = f" Next: {OPS[following[0]]} {following[1]}." if following else ""
-    return f"{value} = {a} {OPS[op]} {x}.{after}\n\n"
+    return f"{value} = {a} {OPS[op]} {x}.{next_text(value, following)}\n\n"
 
 
 @dataclass(frozen=True)
@@ -151,11 +156,13 @@ def solution_trace(
             wrong = rng.choice([v for v in range(MODULUS) if v != result])
             spans.append((len(text), len(text) + len(str(wrong))))
             text += step_text(wrong, value, op, x, following)
-            text += f"Wait, {wrong} is wrong: {value} {OPS[op]} {x} = {result}.\n\n"
+            text += f"Wait, {wrong} is wrong: {value} {OPS[op]} {x} = {result}."
+            text += f"{next_text(result, following)}\n\n"
         else:
             text += step_text(result, value, op, x, following)
             if op == "multiply" and rng.random() < verify_rate:
-                text += f"Wait, check: {value} {OPS[op]} {x} = {result}.\n\n"
+                text += f"Wait, check: {value} {OPS[op]} {x} = {result}."
+                text += f"{next_text(result, following)}\n\n"
         value = result
     return Trace(text + f"</think>\n\nAnswer: {value}", tuple(spans))
 

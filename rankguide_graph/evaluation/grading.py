@@ -6,13 +6,16 @@ line, else the last number in the text. Both sides are then normalised (math del
 commands, ``\left``/``\right``, ``\dfrac``, ``\text{}``, a leading ``x =``, units of percent and
 degrees, a trailing period, whitespace and case), and a rational number is written in one
 canonical form (``"14"``, ``"14.0"``, ``" 14 "`` and ``"1,000"``-style thousands all compare
-by value; ``"0.5"``, ``"1/2"`` and ``"\frac{1}{2}"`` are equal). This is the usual pass@1 check
-of math benchmarks, kept small: no symbolic algebra.
+by value; ``"0.5"``, ``"1/2"`` and ``"\frac{1}{2}"`` are equal). When the two spellings still
+differ, `math-verify <https://github.com/huggingface/Math-Verify>`_ (the checker of the Open R1
+and lighteval math evaluations) parses both and compares them symbolically, so ``x^2+1`` equals
+``1+x^2`` and ``\sqrt{4}`` equals ``2``. This is the usual pass@1 check of math benchmarks.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from fractions import Fraction
 
 __all__ = ["extract_answer", "extract_boxed", "is_correct", "normalize_answer"]
@@ -116,4 +119,26 @@ def is_correct(prediction_text: str, reference: str) -> bool:
     predicted = extract_answer(prediction_text)
     if predicted is None or not str(reference).strip():
         return False
-    return normalize_answer(predicted) == normalize_answer(str(reference))
+    if normalize_answer(predicted) == normalize_answer(str(reference)):
+        return True
+    return _symbolically_equal(predicted, str(reference))
+
+
+def _symbolically_equal(predicted: str, reference: str) -> bool:
+    """math-verify's verdict on two answers (each parsed as LaTeX, then as plain math).
+
+    math-verify's time limits use ``SIGALRM``, which only the main thread may set: in other
+    threads (a server, a LangGraph worker) they are off.
+    """
+    from math_verify import parse, verify
+
+    limit = 5 if threading.current_thread() is threading.main_thread() else None
+
+    def parsed(answer: str) -> list:
+        text = answer.strip()
+        boxed = extract_boxed(text)
+        text = boxed if boxed is not None else text
+        return parse(f"${text}$", parsing_timeout=limit) or parse(text, parsing_timeout=limit)
+
+    gold, guess = parsed(reference), parsed(predicted)
+    return bool(gold and guess and verify(gold, guess, timeout_seconds=limit))

@@ -6,7 +6,7 @@
 - Entropy (§3.2): of the SRM's next-token distribution, over the renormalised top-k (k = 20 by
   default, as GlimpRouter) or the full vocabulary.
 
-Only what the run's policy reads is computed.
+Only what the run's policy reads is computed, unless the run asks to ``record_signals``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ def score(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     ranks: tuple[int, int] | None = None
     history = list(state.get("low_rank_history", []))
     view = session.observation
-    if policy.needs_entropy and view is not None:
+    record = session.context.record_signals
+    if (policy.needs_entropy or record) and view is not None:
         k = policy.top_k
         value = entropy(view.logits) if k is None else topk_entropy(view.logits, k=k)
-    if policy.needs_ranks and session.window.full:
+    if (policy.needs_ranks or record) and session.window.full:
         ranks = session.window.ranks(eps=session.context.eps)
         assert ranks is not None
-        history.append(session.context.thresholds.is_low_rank(ranks))
+        if policy.needs_ranks:
+            history.append(session.context.thresholds.is_low_rank(ranks))
     seconds = time.perf_counter() - started
     signals = Signals(
         entropy=value,

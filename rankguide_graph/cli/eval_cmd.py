@@ -1,0 +1,187 @@
+"""``rankguide eval``: every policy on the same problems, one run, tables and plots.
+
+    rankguide eval --dataset demo --limit 50 --out results/ [--sweep] [--analysis] \
+        [--policies srm-only,lrm-only,glimprouter,specreason,trim,rankguide]
+
+Writes under ``--out``: ``problems.jsonl`` (one record per run and problem, appended as each
+finishes), ``results.json`` (one summary per run: the paper's Table 1 columns), ``results.md``,
+``accuracy_latency.png`` (Fig. 3; sweeps as curves), ``routing_traces.png`` (signals per step,
+coloured by model, for the first problems of a routed run), and with ``--analysis`` the case
+study of §3 (``analysis.json``, ``analysis.md``, ``analysis.png``).
+
+``--dataset demo`` (the test split of the demo task) and ``demo-validation`` use the embedded
+pair unless ``--srm``/``--lrm`` are given; a JSONL file needs both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rankguide_graph.cli.options import add_context_options, context_from_args
+from rankguide_graph.errors import ConfigError
+
+ALL_POLICIES = "srm-only,lrm-only,glimprouter,specreason,trim,rankguide"
+
+
+def register(commands: Any) -> None:
+    """Add the ``eval`` subcommand."""
+    parser = commands.add_parser(
+        "eval",
+        help="compare routing policies on a problem set",
+        description="Run every policy on the same problems; write results.json, a Markdown "
+        "table and plots.",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="demo",
+        help="demo (test split), demo-validation, or a JSONL file of problem/answer records",
+    )
+    parser.add_argument("--policies", default=ALL_POLICIES, help=f"default: {ALL_POLICIES}")
+    parser.add_argument("--limit", type=int, default=None, help="first N problems (demo: 100)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--srm", default=None, help="small model (default: the demo pair's)")
+    parser.add_argument("--lrm", default=None, help="large model (default: the demo pair's)")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also run each policy's threshold grid"
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="POLICY:FIELD=V1,V2;...",
+        help="replace a policy's sweep grid (repeatable), e.g. rankguide:t_e=0.5,0.9;t_r1=3,4",
+    )
+    parser.add_argument(
+        "--analysis", action="store_true", help="also run the case study of §3 (Fig. 1)"
+    )
+    parser.add_argument(
+        "--prompt-template",
+        default=None,
+        help="how problems are put to the models: plain, deepseek-r1, qwen3 "
+        "(default: plain for the demo, else by the SRM's family)",
+    )
+    parser.add_argument("--trace-problems", type=int, default=4, help="problems in the trace plot")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_context_options(parser, skip=("srm", "lrm", "policy"))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, run the evaluation, write the results."""
+    from rankguide_graph.evaluation.runs import expand_runs, parse_grid, parse_policies
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit (={args.limit}) must be >= 1 (or left out for every problem)")
+    policies = parse_policies(args.policies)
+    grids = dict(parse_grid(text) for text in args.grid)
+    runs = expand_runs(policies, sweep=args.sweep, grids=grids)
+    base = _base_context(args)
+    problems = _load(args, base)
+    _check_writable(args.out)
+    for r in runs:
+        r.context(base)  # every sweep point validated before anything decodes
+    return _evaluate(args, runs, base, problems)
+
+
+def _base_context(args: argparse.Namespace) -> Any:
+    from rankguide_graph.demo.pair import DEMO_DATASETS, demo_context
+
+    context = context_from_args(args)
+    if args.dataset in DEMO_DATASETS and not (args.srm or args.lrm):
+        given = {k: v for k, v in vars(args).items() if k in _context_fields()}
+        return demo_context(**given)
+    if not (args.srm and args.lrm):
+        raise ConfigError(
+            f"--dataset {args.dataset} needs --srm and --lrm (only the demo datasets default to "
+            "the embedded pair)"
+        )
+    return dataclasses.replace(context, srm=args.srm, lrm=args.lrm)
+
+
+def _context_fields() -> set[str]:
+    from rankguide_graph.context import RankGuideContext
+
+    return {f.name for f in dataclasses.fields(RankGuideContext)} - {"srm", "lrm", "policy"}
+
+
+def _load(args: argparse.Namespace, base: Any) -> list:
+    from rankguide_graph.demo.pair import DEMO_DATASETS, demo_problems
+    from rankguide_graph.evaluation import load_problems
+    from rankguide_graph.evaluation.datasets import Problem
+    from rankguide_graph.prompts import format_problem, template_for
+
+    if args.dataset in DEMO_DATASETS:
+        problems = demo_problems(args.dataset, args.limit)
+        template = args.prompt_template or "plain"
+    else:
+        problems = load_problems(args.dataset, limit=args.limit)
+        template = args.prompt_template or template_for(base.srm)
+    return [Problem(p.id, format_problem(p.problem, template), p.answer, p.line) for p in problems]
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out (={out}) cannot be created: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"--out (={out}) is not writable: choose another directory")
+
+
+def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list) -> int:
+    from rankguide_graph.evaluation.harness import evaluate, warm_up
+    from rankguide_graph.evaluation.plots import plot_accuracy_latency, plot_routing_traces
+    from rankguide_graph.evaluation.report import markdown_table, summarize
+
+    out: Path = args.out
+    progress = not args.no_progress
+    print(f"{len(runs)} runs x {len(problems)} problems -> {out}", file=sys.stderr)
+    warm_up(base, problems[0].problem)
+    with open(out / "problems.jsonl", "w", encoding="utf-8") as sink:
+
+        def keep(record: Any) -> None:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+
+        records = evaluate(problems, runs, base, on_record=keep, progress=progress)
+    rows = summarize(records)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown_table(rows)
+    (out / "results.md").write_text(table)
+    plot_accuracy_latency(rows, out / "accuracy_latency.png", title=f"{args.dataset}")
+    traced = next((r.label for r in runs if r.policy == "rankguide"), None) or runs[-1].label
+    plot_routing_traces(
+        records, out / "routing_traces.png", run=traced, problems=args.trace_problems
+    )
+    print(table)
+    if args.analysis:
+        _analyse(args, base, problems, progress)
+    print(f"wrote {out}/results.json, results.md, problems.jsonl and the plots", file=sys.stderr)
+    return 0
+
+
+def _analyse(args: argparse.Namespace, base: Any, problems: list, progress: bool) -> None:
+    from rankguide_graph.evaluation.analysis import (
+        case_study,
+        case_study_markdown,
+        plot_case_study,
+    )
+    from rankguide_graph.evaluation.harness import evaluate
+    from rankguide_graph.evaluation.runs import PolicyRun
+
+    recorded = dataclasses.replace(base, record_signals=True)
+    srm = evaluate(problems, [PolicyRun("srm-only")], recorded, progress=progress)
+    lrm = evaluate(problems, [PolicyRun("lrm-only")], base, progress=progress)
+    study = case_study(srm, lrm, t_r1=base.t_r1, t_r2=base.t_r2)
+    plot_case_study(study, args.out / "analysis.png")
+    study.pop("_raw")
+    (args.out / "analysis.json").write_text(json.dumps(study, indent=2) + "\n")
+    report = case_study_markdown(study)
+    (args.out / "analysis.md").write_text(report)
+    print(report)

@@ -1,0 +1,71 @@
+"""The embedded demo pair: where it lives in the package, its run settings, its problems.
+
+The pair is in ``rankguide_graph/data/demo/`` (``srm/``, ``lrm/``: HuggingFace checkpoints that
+``AutoModelForCausalLM`` / ``AutoTokenizer`` load; ``recipe.json``: how they were trained and
+their measured accuracies; ``settings.json``: the run settings chosen for them on the validation
+split, see :func:`demo_context`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rankguide_graph.context import RankGuideContext
+from rankguide_graph.demo import task
+from rankguide_graph.errors import ConfigError
+from rankguide_graph.evaluation.datasets import Problem
+
+__all__ = ["DEMO_DATASETS", "demo_context", "demo_dir", "demo_problems", "demo_settings"]
+
+DEMO_DATASETS = {"demo": "test", "demo-validation": "validation"}
+"""Dataset names of the demo task and the split each reads (thresholds are tuned on validation)."""
+
+
+def demo_dir() -> Path:
+    """The directory of the embedded pair; a clear error if this install has none."""
+    path = Path(str(resources.files("rankguide_graph") / "data" / "demo"))
+    for part in ("srm", "lrm"):
+        if not (path / part / "config.json").is_file():
+            raise ConfigError(
+                f"the embedded demo pair is missing ({path / part} has no config.json): "
+                "reinstall rankguide-graph, or rebuild it with `rankguide train-demo --out "
+                f"{path}`"
+            )
+    return path
+
+
+def demo_settings() -> dict[str, Any]:
+    """The run settings chosen for the pair (``settings.json``'s ``"context"``)."""
+    path = demo_dir() / "settings.json"
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text())["context"])
+
+
+def demo_context(**overrides: Any) -> RankGuideContext:
+    """A :class:`RankGuideContext` for the embedded pair: its paths, its settings, ``overrides``."""
+    root = demo_dir()
+    settings: dict[str, Any] = {"srm": str(root / "srm"), "lrm": str(root / "lrm")}
+    settings.update(demo_settings())
+    steering = settings.get("steering_vector")
+    if steering is not None and not Path(steering).is_absolute():
+        settings["steering_vector"] = str(root / steering)
+    settings.update(overrides)
+    fields = {f.name for f in dataclasses.fields(RankGuideContext)}
+    return RankGuideContext(**{k: v for k, v in settings.items() if k in fields})
+
+
+def demo_problems(dataset: str = "demo", limit: int | None = None) -> list[Problem]:
+    """Held-out problems of the demo task (``"demo"``: test split, ``"demo-validation"``)."""
+    if dataset not in DEMO_DATASETS:
+        raise ConfigError(f"dataset (={dataset!r}) must be one of {sorted(DEMO_DATASETS)}")
+    n = 100 if limit is None else limit
+    split = DEMO_DATASETS[dataset]
+    return [
+        Problem(id=f"{split}-{i}", problem=p.question, answer=str(p.answer), line=i + 1)
+        for i, p in enumerate(task.problems(split, n))
+    ]

@@ -1,0 +1,165 @@
+"""Running policies on problems: every run on the same problems, one record per (run, problem).
+
+Models load once (the graph's process-wide pool) in a warm-up run that is not timed, so the first
+policy does not pay for loading. Each problem is one ``graph.invoke``; its latency is the wall
+time of that call, the paper's definition (everything up to the final answer, routing and
+verification included). A problem that raises is recorded with its error and counted wrong; the
+other problems still run. Records are plain JSON (``ProblemRecord``), written as they come by the
+caller (``on_record``), so an interrupted evaluation keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypedDict, cast
+
+from tqdm.auto import tqdm
+
+from rankguide_graph.context import RankGuideContext
+from rankguide_graph.evaluation.datasets import Problem
+from rankguide_graph.evaluation.grading import extract_answer, is_correct
+from rankguide_graph.evaluation.runs import PolicyRun
+
+__all__ = ["ProblemRecord", "StepSignals", "evaluate", "warm_up"]
+
+
+class StepSignals(TypedDict):
+    """What a routing-trace plot needs of one step."""
+
+    model: str
+    entropy: float | None
+    r1: int | None
+    r2: int | None
+    step_type: str
+    rule: str
+
+
+class ProblemRecord(TypedDict):
+    """One run on one problem."""
+
+    run: str
+    policy: str
+    settings: dict[str, Any]
+    sweep: bool
+    problem_id: str
+    reference: str
+    predicted: str | None
+    correct: bool
+    latency_s: float | None
+    steps: int
+    tokens: dict[str, int]
+    answer_tokens: int
+    lrm_token_share: float
+    validation_step_ratio: float
+    routing: dict[str, int]
+    thinking_end: str | None
+    error: str | None
+    signals: list[StepSignals]
+
+
+def warm_up(base: RankGuideContext, question: str) -> None:
+    """Load both models (and run each code path once) with a one-step run, untimed."""
+    from rankguide_graph.graph import build_graph
+
+    context = dataclasses.replace(
+        base, policy="rankguide", max_steps=1, max_answer_tokens=1, record_signals=False
+    )
+    build_graph().invoke({"question": question}, context=context)
+
+
+def evaluate(
+    problems: Sequence[Problem],
+    runs: Sequence[PolicyRun],
+    base: RankGuideContext,
+    *,
+    on_record: Callable[[ProblemRecord], None] | None = None,
+    progress: bool = True,
+) -> list[ProblemRecord]:
+    """Every run on every problem, in that order; one record each.
+
+    Every run's context is built (and validated) before anything decodes, so a bad threshold in
+    a sweep fails at once rather than after an hour.
+    """
+    from rankguide_graph.graph import build_graph
+
+    contexts = [run.context(base) for run in runs]
+    graph = build_graph()
+    records: list[ProblemRecord] = []
+    for run, context in zip(runs, contexts, strict=True):
+        bar = tqdm(
+            problems,
+            desc=run.label,
+            unit="problem",
+            file=sys.stderr,
+            disable=None if progress else True,
+        )
+        correct = 0
+        for done, problem in enumerate(bar, start=1):
+            record = solve(graph, run, context, problem)
+            correct += record["correct"]
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+            bar.set_postfix(accuracy=f"{correct / done:.2f}")
+    return records
+
+
+def solve(graph: Any, run: PolicyRun, context: RankGuideContext, problem: Problem) -> ProblemRecord:
+    """``run`` on one problem; an exception becomes the record's ``error``."""
+    base: ProblemRecord = {
+        "run": run.label,
+        "policy": run.policy,
+        "settings": dict(run.settings),
+        "sweep": run.sweep,
+        "problem_id": problem.id,
+        "reference": problem.answer,
+        "predicted": None,
+        "correct": False,
+        "latency_s": None,
+        "steps": 0,
+        "tokens": {"srm": 0, "lrm": 0},
+        "answer_tokens": 0,
+        "lrm_token_share": 0.0,
+        "validation_step_ratio": 0.0,
+        "routing": {},
+        "thinking_end": None,
+        "error": None,
+        "signals": [],
+    }
+    started = time.perf_counter()
+    try:
+        out = graph.invoke({"question": problem.problem}, context=context)
+    except Exception as err:  # noqa: BLE001 - one problem's crash must not lose the others
+        last = traceback.extract_tb(err.__traceback__)[-1]
+        base["error"] = f"{type(err).__name__}: {err} ({last.filename}:{last.lineno})"
+        return base
+    latency = time.perf_counter() - started
+    totals = out["totals"]
+    finished = {
+        "predicted": extract_answer(out["answer"]),
+        "correct": is_correct(out["answer"], problem.answer),
+        "latency_s": latency,
+        "steps": int(totals["steps"]),
+        "tokens": dict(totals["tokens"]),
+        "answer_tokens": int(totals["answer_tokens"]),
+        "lrm_token_share": float(totals["lrm_token_share"]),
+        "validation_step_ratio": float(totals["validation_step_ratio"]),
+        "routing": dict(totals["routing"]),
+        "thinking_end": out["thinking_end"],
+        "signals": [
+            StepSignals(
+                model=s["model"],
+                entropy=s["signals"]["entropy"],
+                r1=s["signals"]["r1"],
+                r2=s["signals"]["r2"],
+                step_type=s["step_type"],
+                rule=s["decision"]["rule"],
+            )
+            for s in out["steps"]
+        ],
+    }
+    return cast(ProblemRecord, {**base, **finished})
