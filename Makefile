@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) examples/graph_tiny.py
+	$(VENV)/bin/rankguide demo
 
 lint: venv
 	$(VENV)/bin/ruff check rankguide_graph tests benchmarks examples

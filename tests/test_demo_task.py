@@ -14,30 +14,51 @@ from rankguide_graph.demo.train import Recipe, build_task_tokenizer, encode_exam
 from rankguide_graph.signals import StepType, classify_step
 
 
+def test_the_world_is_a_fixed_six_level_organisation():
+    w = task.world()
+    assert len(w.people) == sum(task.LEVEL_SIZES) == 600 and w.people == list(range(1, 601))
+    tops = [p for p in w.people if w.boss[p] is None]
+    assert len(tops) == 12 and all(w.level[p] == 0 for p in tops)
+    for person in w.people:
+        chain = w.chain(person)
+        assert len(chain) == w.level[person]  # one level per step, up to the top
+        assert not chain or w.boss[chain[-1]] is None
+    assert task.world() is w and w.boss[117] == task.world().boss[117]
+
+
 def test_problems_are_exact_and_the_splits_disjoint():
-    splits = {s: task.problems(s, 200) for s in task.SPLITS}
-    assert all(len(set(p)) == 200 for p in splits.values())
+    splits = {s: task.problems(s) for s in task.SPLITS}
+    assert sum(len(p) for p in splits.values()) == 600 - 12 - 36  # two or more levels down
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
-    p = task.Problem(7, (("add", 4), ("multiply", 4), ("subtract", 12)))
-    assert p.values() == [11, 5, 6] and p.answer == 6
-    assert p.question == "Evaluate 7 + 4 * 4 - 12 from left to right, modulo 13."
-    assert task.problems("test", 5) == task.problems("test", 5)
+    assert len(splits["test"]) >= 50 and len(splits["validation"]) >= 50
+    p = splits["test"][0]
+    assert p.values() == task.world().chain(p.start) and p.answer == p.values()[-1]
+    assert p.question == f"Who is at the top of the chain of command above {p.start}?"
+    assert task.problems("test", 5) == splits["test"][:5]
+    with pytest.raises(ValueError, match="'dev'"):
+        task.problems("dev")
+
+
+def _chain_problem() -> task.Problem:
+    return next(p for p in task.problems("train") if len(p.values()) == 3)
 
 
 def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
-    p = task.Problem(7, (("add", 4), ("multiply", 4), ("multiply", 3)))
+    p = _chain_problem()
+    a, b, top = p.values()
     clean = task.solution_trace(p, random.Random(0), verify_rate=1.0, error_rate=0.0)
     steps = clean.text.split("\n\n")
     assert steps[:4] == [
-        "11 = 7 + 4. Next: 11 * 4.",
-        "5 = 11 * 4. Next: 5 * 3.",
-        "Wait, check: 11 * 4 = 5. Next: 5 * 3.",
-        "2 = 5 * 3.",
+        f"{a} = boss of {p.start}. Next: boss of {a}.",
+        f"Wait, check: boss of {p.start} = {a}. Next: boss of {a}.",
+        f"{b} = boss of {a}. Next: boss of {b}.",
+        f"Wait, check: boss of {a} = {b}. Next: boss of {b}.",
     ]
-    assert clean.text.endswith("</think>\n\nAnswer: 2") and task.is_correct(clean.text, p)
-    assert classify_step(steps[2]) is StepType.REFLECTION
+    assert steps[4] == f"{top} = boss of {b}. {top} is at the top."
+    assert clean.text.endswith(f"</think>\n\nAnswer: {top}") and task.is_correct(clean.text, p)
+    assert classify_step(steps[1]) is StepType.REFLECTION
     noisy = task.solution_trace(p, random.Random(1), verify_rate=0.0, error_rate=1.0)
-    assert len(noisy.error_spans) == 2  # every multiplication written wrong, then corrected
+    assert len(noisy.error_spans) == 3  # every step written wrong, then corrected
     for start, end in noisy.error_spans:
         wrong = noisy.text[start:end]
         assert f"Wait, {wrong} is wrong:" in noisy.text
@@ -52,8 +73,23 @@ def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
         in_error = any(start < e and s < end for s, e in noisy.error_spans)
         assert label == (-100 if in_error else token)  # wrong results are not learned
         masked += in_error
-    assert masked >= 2  # ... while the corrections after them are
+    assert masked >= 3  # ... while the corrections after them are
     assert example.labels[-1] == tokenizer.eos_token_id
+
+
+def test_every_person_is_one_token_and_drills_cover_the_whole_organisation():
+    tokenizer = build_task_tokenizer(Recipe())
+    w = task.world()
+    assert all(len(tokenizer(str(p), add_special_tokens=False)["input_ids"]) == 1
+               for p in w.people)  # fmt: skip
+    rng = random.Random(0)
+    looked_up = set()
+    for _ in range(4000):
+        text = task.drill(rng)
+        first = int(text.split("boss of ")[1].split(".")[0])
+        looked_up.add(first)
+        assert text.startswith("Next: boss of ") and text.endswith("\n\n")
+    assert looked_up == {p for p in w.people if w.level[p] >= 1}
 
 
 @pytest.mark.slow
@@ -68,3 +104,55 @@ def test_train_demo_quick_writes_a_loadable_pair_and_its_recipe(tmp_path, capsys
         assert 0.0 <= report["models"][role]["accuracy"]["test"] <= 1.0
     assert report["decode_cost_ratio"] > 0
     assert "LRM/SRM decode cost" in capsys.readouterr().out
+
+
+def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
+    p = _chain_problem()
+    a, top = p.values()[0], p.answer
+    tokenizer = build_task_tokenizer(Recipe())
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(20):
+        trace = task.solution_trace(p, rng, verify_rate=0.0, error_rate=0.0)
+        chat = task.tool_example(p, trace, rng)
+        name = chat.tools[0]["function"]["name"]
+        assert name in task.TOOL_NAMES
+        example = encode_example(tokenizer, p, trace, chat)
+        prompt = [t for t, label in zip(example.input_ids, example.labels, strict=True)
+                  if label == -100]  # fmt: skip
+        rendered = tokenizer.decode(prompt)
+        assert rendered.startswith(f"<|tools|>{name}(value) \n<|user|>{p.question}\n")
+        reply = chat.reply.text
+        if len(chat.messages) == 1:  # first turn: reasoning, then the call
+            assert reply.startswith(f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
+            assert reply.endswith(f'</think>\n\n<tool_call>{{"name": "{name}", "arguments": '
+                                  f'{{"value": {top}}}}}</tool_call>')  # fmt: skip
+        else:  # after the tool's reply: the answer at once
+            assert rendered.endswith(
+                f'<|assistant|><tool_call>{{"name": "{name}", "arguments": {{"value": {top}}}}}'
+                f"</tool_call>\n<|tool|>saved {top}\n<|assistant|><think>\n"
+            )
+            assert reply == f"</think>\n\nAnswer: {top}"
+        seen.add(len(chat.messages))
+    assert seen == {1, 3}
+
+
+def test_growing_a_model_keeps_its_function_and_adds_real_layers():
+    import torch
+
+    from rankguide_graph.demo.train import ModelRecipe, build_model, expand_depth
+
+    tokenizer = build_task_tokenizer(Recipe())
+    spec = ModelRecipe(64, 2, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.0)
+    small = build_model(spec, tokenizer, seed=0).eval()
+    deep = expand_depth(small, 6).eval()
+    ids = torch.randint(0, len(tokenizer), (2, 12))
+    assert deep.config.num_hidden_layers == 6
+    assert [layer.self_attn.layer_idx for layer in deep.model.layers] == list(range(6))
+    torch.testing.assert_close(deep(ids).logits, small(ids).logits)  # the copies add nothing yet
+    copy = deep.model.layers[1]
+    assert not copy.mlp.down_proj.weight.any() and copy.mlp.up_proj.weight.any()
+    torch.testing.assert_close(deep.model.layers[3].mlp.up_proj.weight,
+                               small.model.layers[1].mlp.up_proj.weight)  # fmt: skip
+    with pytest.raises(ValueError, match="multiple of 2"):
+        expand_depth(small, 5)

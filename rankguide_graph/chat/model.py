@@ -28,6 +28,8 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, field_validator, model_validator
 
+from rankguide_graph.errors import RankGuideError
+
 if TYPE_CHECKING:
     from rankguide_graph.context import RankGuideContext
     from rankguide_graph.graph import ReasoningGraph
@@ -92,7 +94,10 @@ class ChatRankGuide(BaseChatModel):
                 print(chunk.additional_kwargs.get("reasoning_content", ""), end="")
                 print(chunk.content, end="")
 
-        Each kept reasoning step is one chunk (only with ``reasoning=True``); the answer follows
+        Each kept reasoning step is one chunk (only with ``reasoning=True``), with who wrote it
+        and why in ``additional_kwargs["rankguide_steps"]`` (a one-item list ``[{"step",
+        "model", "rule", "entropy", "r1", "r2"}]``, so merged chunks list every step); the
+        answer follows
         in one last chunk, with the usage, the response metadata and any tool call chunks (a
         malformed ``<tool_call>`` block arrives as an invalid tool call whose ``args`` is its
         raw text, JSON-encoded).
@@ -169,10 +174,7 @@ class ChatRankGuide(BaseChatModel):
     @model_validator(mode="after")
     def _check_settings(self) -> ChatRankGuide:
         if self.model == DEMO_MODEL:
-            raise ValueError(
-                "model='demo' names the embedded demo pair, which does not exist yet (no trained "
-                "pair is committed): pass srm=PATH and lrm=PATH instead"
-            )
+            self._use_demo_pair()
         if not self.srm or not self.lrm:
             raise ValueError(
                 f"srm (={self.srm!r}) and lrm (={self.lrm!r}) must both name a model: pass "
@@ -180,6 +182,23 @@ class ChatRankGuide(BaseChatModel):
             )
         self.run_context()  # every threshold and budget is checked now, before any call
         return self
+
+    def _use_demo_pair(self) -> None:
+        """Point at the embedded pair and take its settings, except those given explicitly."""
+        from rankguide_graph.demo.pair import demo_settings
+
+        if self.srm or self.lrm:
+            raise ValueError(
+                f"model='demo' selects the embedded pair: leave srm (={self.srm!r}) and lrm "
+                f"(={self.lrm!r}) unset, or name your own pair without model='demo'"
+            )
+        try:
+            settings = demo_settings()
+        except RankGuideError as err:
+            raise ValueError(str(err)) from None
+        for name, value in settings.items():
+            if name in type(self).model_fields and name not in self.model_fields_set:
+                setattr(self, name, value)
 
     def run_context(self, **overrides: Any) -> RankGuideContext:
         """The graph's run settings built from the fields (``overrides`` replace some)."""
@@ -277,10 +296,20 @@ class ChatRankGuide(BaseChatModel):
             if event.get("event") == "step":
                 steps.append(event["step"])
                 if self.reasoning:
-                    text = event["step"]["text"]
+                    step = event["step"]
+                    routing = {
+                        "step": step["index"],
+                        "model": step["model"],
+                        "rule": step["decision"]["rule"],
+                        **{k: step["signals"][k] for k in ("entropy", "r1", "r2")},
+                    }
                     chunk = ChatGenerationChunk(
                         message=AIMessageChunk(
-                            content="", additional_kwargs={"reasoning_content": text}
+                            content="",
+                            additional_kwargs={
+                                "reasoning_content": step["text"],
+                                "rankguide_steps": [routing],
+                            },
                         )
                     )
                     if run_manager:

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe(seed=args.seed)
     if args.quick:
         tiny = ModelRecipe(64, 1, 2, 128, steps=3, batch_size=4, lr=1e-3, verify_rate=0.3)
-        recipe = replace(recipe, srm=tiny, lrm=replace(tiny, num_layers=2), eval_problems=4)
+        grown = replace(tiny, grow_to_layers=2, grow_steps=2)
+        recipe = replace(recipe, srm=tiny, lrm=grown, eval_problems=4)
     report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100)
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
     print(

@@ -39,22 +39,24 @@ def demo_dir() -> Path:
 
 
 def demo_settings() -> dict[str, Any]:
-    """The run settings chosen for the pair (``settings.json``'s ``"context"``)."""
-    path = demo_dir() / "settings.json"
-    if not path.is_file():
-        return {}
-    return dict(json.loads(path.read_text())["context"])
+    """The pair's model paths and the run settings chosen for it (``settings.json``).
+
+    A steering vector file named there is resolved against the pair's directory.
+    """
+    root = demo_dir()
+    settings: dict[str, Any] = {"srm": str(root / "srm"), "lrm": str(root / "lrm")}
+    path = root / "settings.json"
+    if path.is_file():
+        settings.update(json.loads(path.read_text())["context"])
+    steering = settings.get("steering_vector")
+    if steering is not None and not Path(steering).is_absolute():
+        settings["steering_vector"] = str(root / steering)
+    return settings
 
 
 def demo_context(**overrides: Any) -> RankGuideContext:
     """A :class:`RankGuideContext` for the embedded pair: its paths, its settings, ``overrides``."""
-    root = demo_dir()
-    settings: dict[str, Any] = {"srm": str(root / "srm"), "lrm": str(root / "lrm")}
-    settings.update(demo_settings())
-    steering = settings.get("steering_vector")
-    if steering is not None and not Path(steering).is_absolute():
-        settings["steering_vector"] = str(root / steering)
-    settings.update(overrides)
+    settings = {**demo_settings(), **overrides}
     fields = {f.name for f in dataclasses.fields(RankGuideContext)}
     return RankGuideContext(**{k: v for k, v in settings.items() if k in fields})
 

@@ -3,15 +3,25 @@
 Recipe (all of it in :class:`Recipe`, written beside the weights as ``recipe.json`` with the
 measured accuracies and decode speeds):
 
-1. A byte-level BPE tokenizer trained on task text, with a ``<think>`` chat template, shared by
-   both models (Llama configs keep a saved custom tokenizer).
-2. Training traces from :func:`~rankguide_graph.demo.task.solution_trace`: the SRM's traces
-   verify multiplications more often than the LRM's (small reasoning models re-validate more);
-   both contain corrected errors, with the wrong number masked out of the loss.
+1. A byte-level BPE tokenizer trained on task text (every person's number is one token), with the
+   demo chat template (:data:`~rankguide_graph.demo.task.CHAT_TEMPLATE`, tools included), shared
+   by both models (Llama configs keep a saved custom tokenizer).
+2. Training data: traces from :func:`~rankguide_graph.demo.task.solution_trace` (the SRM's
+   re-check steps more often than the LRM's: small reasoning models re-validate more; both
+   contain corrected errors, the wrong person masked out of the loss), 10% of them offering a
+   tool (:func:`~rankguide_graph.demo.task.tool_example`), and beside each batch a batch of
+   question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
 3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
-   and cosine decay, a fixed number of optimiser steps per model. The gap between the models is
-   made by size (width, depth) and training length, nothing else.
-4. Weights saved in float16 safetensors.
+   and cosine decay, a fixed number of optimiser steps per model.
+4. The gap between the models: the SRM is a 2-layer Llama (width 128) trained 80 steps; the LRM
+   is the same architecture trained 320 steps, then grown to 12 layers (:func:`expand_depth`,
+   LLaMA Pro block expansion: each layer followed by copies of itself whose output projections
+   start at zero, so the grown model computes the same function) and trained 40 more steps. Its
+   accuracy comes from the longer training; its depth gives it a real decode cost (on a CPU, time
+   per token follows the number of layers), the >= 4x over the SRM that a latency trade-off
+   needs (a 12-layer LRM trained from scratch learned too slowly for the 15-minute budget:
+   29% after 180 steps).
+5. Weights saved in float16 safetensors.
 
     python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
 """
@@ -22,6 +32,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +44,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rankguide_graph.backend.prompting import encode_question
+from rankguide_graph.backend.prompting import encode_conversation, encode_question
 from rankguide_graph.demo import task
 from rankguide_graph.tiny_models import build_tokenizer
 
@@ -54,19 +65,30 @@ class ModelRecipe:
     """Share of multiplications followed by a verification step in its training traces."""
     error_rate: float = 0.1
     """Share of multiplications first written wrong and then corrected."""
+    tool_rate: float = 0.1
+    """Share of training examples that offer a tool (:func:`~.task.tool_example`)."""
+    drill_batch: int = 0
+    """Trace fragments (:func:`~.task.drill`) trained beside each batch of whole traces."""
+    grow_to_layers: int | None = None
+    """After ``steps``, deepen the model to this many layers (:func:`expand_depth`) ..."""
+    grow_steps: int = 0
+    """... and train the deeper model this many more steps ..."""
+    grow_lr: float = 5e-4
+    """... at this peak learning rate."""
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines the demo pair."""
 
-    srm: ModelRecipe = ModelRecipe(256, 2, 4, 768, steps=600, batch_size=32, lr=3e-3,
-                                   verify_rate=0.4)  # fmt: skip
-    lrm: ModelRecipe = ModelRecipe(512, 6, 8, 1536, steps=900, batch_size=32, lr=1.5e-3,
-                                   verify_rate=0.15)  # fmt: skip
-    vocab_size: int = 320
+    srm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=80, batch_size=32, lr=3e-3,
+                                   verify_rate=0.4, drill_batch=64)  # fmt: skip
+    lrm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=320, batch_size=32, lr=3e-3,
+                                   verify_rate=0.15, drill_batch=64, grow_to_layers=12,
+                                   grow_steps=40)  # fmt: skip
+    vocab_size: int = 1200
     seed: int = 0
-    eval_problems: int = 200
+    eval_problems: int = 100
     """Held-out problems (validation and test each) the accuracies are measured on."""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -78,17 +100,29 @@ class _Example:
 
 
 def build_task_tokenizer(recipe: Recipe) -> PreTrainedTokenizerFast:
-    """The shared tokenizer, trained on task text."""
-    return build_tokenizer(
+    """The shared tokenizer, trained on task text, with the demo chat template (tools too)."""
+    tokenizer = build_tokenizer(
         recipe.vocab_size, recipe.seed, corpus=task.corpus(2000, recipe.seed), whole_numbers=True
     )
+    tokenizer.chat_template = task.CHAT_TEMPLATE
+    return tokenizer
 
 
 def encode_example(
-    tokenizer: PreTrainedTokenizerFast, problem: task.Problem, trace: task.Trace
+    tokenizer: PreTrainedTokenizerFast,
+    problem: task.Problem,
+    trace: task.Trace,
+    chat: task.ChatExample | None = None,
 ) -> _Example:
-    """Prompt (masked) + trace + EOS; tokens overlapping an error span are masked too."""
-    prompt = encode_question(tokenizer, problem.question)
+    """Prompt (masked) + trace + EOS; tokens overlapping an error span are masked too.
+
+    With ``chat``, the prompt is its conversation (with tools) and the reply its ``reply``.
+    """
+    if chat is not None:
+        prompt = encode_conversation(tokenizer, list(chat.messages), tools=list(chat.tools))
+        trace = chat.reply
+    else:
+        prompt = encode_question(tokenizer, problem.question)
     encoded = tokenizer(trace.text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
@@ -130,37 +164,93 @@ def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int
     return AutoModelForCausalLM.from_config(config)
 
 
-def train_model(
-    spec: ModelRecipe,
-    tokenizer: PreTrainedTokenizerFast,
-    seed: int,
-    *,
-    log_every: int = 100,
-) -> tuple[PreTrainedModel, dict[str, float]]:
-    """Train one model; returns it and its training log (final loss, seconds)."""
-    model = build_model(spec, tokenizer, seed)
-    model.train()
-    rng = random.Random(seed)
-    pool = task.problems("train", 20_000, seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
-    warmup = max(1, spec.steps // 20)
+def _batches(
+    spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, rng: random.Random
+) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Endless training batches of random training problems (and drills, if the recipe has them).
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, spec.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
-    started, losses = time.perf_counter(), []
-    for step in range(spec.steps):
+    (Bucketing examples by length to save padding was tried: it slowed learning more than it
+    sped up steps.)
+    """
+    pool = task.problems("train")
+    while True:
         examples = []
         for _ in range(spec.batch_size):
             problem = rng.choice(pool)
             trace = task.solution_trace(
                 problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate
             )
-            examples.append(encode_example(tokenizer, problem, trace))
-        loss = model(**_batch(examples, tokenizer.pad_token_id)).loss
+            chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
+            examples.append(encode_example(tokenizer, problem, trace, chat))
+        batches = [_batch(examples, tokenizer.pad_token_id)]
+        if spec.drill_batch:
+            drills = []
+            for _ in range(spec.drill_batch):
+                ids = list(tokenizer(task.drill(rng), add_special_tokens=False)["input_ids"])
+                drills.append(_Example(ids, [-100] * 2 + ids[2:]))  # the random start unlearned
+            batches.append(_batch(drills, tokenizer.pad_token_id))
+        yield batches
+
+
+def expand_depth(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """A deeper copy of ``model`` that computes the same function (LLaMA Pro block expansion).
+
+    Each original decoder layer is followed by copies of itself whose output projections
+    (``o_proj``, ``down_proj``) are zero, so a copy adds nothing to the residual stream until
+    training moves those weights: ``num_layers`` must be a multiple of the original depth.
+    """
+    old = model.config.num_hidden_layers
+    if num_layers % old or num_layers < old:
+        raise ValueError(f"num_layers (={num_layers}) must be a multiple of {old}")
+    config = model.config.__class__(**{**model.config.to_dict(), "num_hidden_layers": num_layers})
+    deeper = AutoModelForCausalLM.from_config(config)
+    source = model.state_dict()
+    target = {k: v for k, v in source.items() if ".layers." not in k}
+    per = num_layers // old
+    for new in range(num_layers):
+        src, copy = divmod(new, per)
+        prefix, src_prefix = f"model.layers.{new}.", f"model.layers.{src}."
+        for key, value in source.items():
+            if key.startswith(src_prefix):
+                name = key[len(src_prefix) :]
+                zeroed = copy > 0 and name in ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+                target[prefix + name] = torch.zeros_like(value) if zeroed else value.clone()
+    deeper.load_state_dict(target)
+    return deeper
+
+
+def train_model(
+    spec: ModelRecipe,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    *,
+    log_every: int = 100,
+    watch: list[task.Problem] | None = None,
+    model: PreTrainedModel | None = None,
+) -> tuple[PreTrainedModel, dict[str, float]]:
+    """Train a model; returns it and its training log (final loss, seconds).
+
+    A fresh model of ``spec`` for ``spec.steps``, or (with ``model``, a grown one) for
+    ``spec.grow_steps`` at ``spec.grow_lr``. With ``watch``, the accuracy on those problems is
+    printed at every log line.
+    """
+    steps, peak = (spec.steps, spec.lr) if model is None else (spec.grow_steps, spec.grow_lr)
+    model = build_model(spec, tokenizer, seed) if model is None else model
+    model.train()
+    rng = random.Random(seed)
+    batches = _batches(spec, tokenizer, rng)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
+    started, losses = time.perf_counter(), []
+    for step in range(steps):
+        loss = sum(model(**batch).loss for batch in next(batches))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
@@ -169,7 +259,13 @@ def train_model(
         losses.append(float(loss.detach()))
         if log_every and (step + 1) % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
-            print(f"  step {step + 1}/{spec.steps} loss {recent:.3f}", flush=True)
+            line = f"  step {step + 1}/{steps} loss {recent:.3f}"
+            line += f" {time.perf_counter() - started:.0f} s"
+            if watch:
+                model.eval()
+                line += f" accuracy {accuracy(model, tokenizer, watch):.2f}"
+                model.train()
+            print(line, flush=True)
     model.eval()
     tail = losses[-min(50, len(losses)) :]
     return model, {"final_loss": sum(tail) / len(tail), "seconds": time.perf_counter() - started}
@@ -233,7 +329,16 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
     report: dict = {"recipe": asdict(recipe), "models": {}}
     for offset, (role, spec) in enumerate((("srm", recipe.srm), ("lrm", recipe.lrm))):
         print(f"training the {role.upper()} ({spec.num_layers} layers, {spec.hidden_size} wide)")
-        model, log = train_model(spec, tokenizer, recipe.seed + offset, log_every=log_every)
+        seed = recipe.seed + offset
+        model, log = train_model(spec, tokenizer, seed, log_every=log_every)
+        if spec.grow_to_layers:
+            log["accuracy_before_growing"] = accuracy(model, tokenizer, held_out["validation"])
+            print(f"  grown to {spec.grow_to_layers} layers, then {spec.grow_steps} more steps")
+            grown, more = train_model(spec, tokenizer, seed + 100, log_every=log_every,
+                                      model=expand_depth(model, spec.grow_to_layers))  # fmt: skip
+            model = grown
+            log["seconds"] += more["seconds"]
+            log["final_loss"] = more["final_loss"]
         scores = {split: accuracy(model, tokenizer, p) for split, p in held_out.items()}
         model.half()
         model.save_pretrained(out / role)

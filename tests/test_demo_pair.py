@@ -1,0 +1,91 @@
+"""The embedded demo pair: it loads from the package, it is what recipe.json says, and the
+``rankguide demo`` command, ``ChatRankGuide(model="demo")`` and ``rankguide eval`` run on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rankguide_graph import ChatRankGuide
+from rankguide_graph.cli import main
+from rankguide_graph.demo import task
+from rankguide_graph.demo.pair import demo_context, demo_dir, demo_problems
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def root():
+    return demo_dir()
+
+
+def test_the_pair_loads_with_auto_classes_and_is_what_the_recipe_says(root):
+    recipe = json.loads((root / "recipe.json").read_text())
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    assert total <= 50 * 2**20  # at most ~50 MB in the package
+    for role in ("srm", "lrm"):
+        model = AutoModelForCausalLM.from_pretrained(root / role)
+        tokenizer = AutoTokenizer.from_pretrained(root / role)
+        assert tokenizer.chat_template == task.CHAT_TEMPLATE
+        assert str(model.dtype) == "torch.float16"
+        assert model.config.hidden_size % 128 == 0
+        spec = recipe["recipe"][role]
+        assert model.config.num_hidden_layers == (spec["grow_to_layers"] or spec["num_layers"])
+    models = recipe["models"]
+    assert models["lrm"]["accuracy"]["test"] > models["srm"]["accuracy"]["test"]
+    assert recipe["decode_cost_ratio"] >= 4.0  # measured when the pair was trained
+
+
+def test_demo_problems_are_the_held_out_splits():
+    test, validation = demo_problems("demo", 5), demo_problems("demo-validation", 5)
+    assert [p.problem for p in test] == [p.question for p in task.problems("test", 5)]
+    assert [p.answer for p in validation] == [str(p.answer) for p in task.problems("validation", 5)]
+    with pytest.raises(ValueError, match="'train'"):
+        demo_problems("train")
+
+
+def test_demo_context_takes_the_pairs_settings_and_overrides(root):
+    context = demo_context(policy="glimprouter", t_e=0.5)
+    assert context.srm == str(root / "srm") and context.lrm == str(root / "lrm")
+    assert context.policy == "glimprouter" and context.t_e == 0.5
+    settings = json.loads((root / "settings.json").read_text())["context"]
+    assert all(getattr(demo_context(), k) == v for k, v in settings.items()
+               if k != "steering_vector")  # fmt: skip
+
+
+def test_rankguide_demo_shows_steps_answers_and_totals(capsys):
+    assert main(["demo", "--problems", "2", "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("── problem") == 2 and out.count("Totals") == 2
+    assert " SRM " in out or " LRM " in out
+    assert out.count("(reference: ") == 2
+    assert "2 problems in" in out and "correct" in out
+
+
+def test_rankguide_demo_takes_a_question(capsys):
+    assert main(["demo", "--question", "Evaluate 2 * 3 from left to right, modulo 13.",
+                 "--no-color"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Answer:" in out and "reference" not in out
+
+
+def test_chat_model_demo_names_the_embedded_pair(root):
+    model = ChatRankGuide(model="demo", t_e=0.3)
+    assert model.srm == str(root / "srm") and model.lrm == str(root / "lrm")
+    assert model.t_e == 0.3  # an explicit setting wins over the pair's
+    message = model.invoke("Evaluate 2 * 3 from left to right, modulo 13.")
+    assert message.response_metadata["model_name"] == "demo"
+    assert message.content.startswith("Answer:")
+    with pytest.raises(ValueError, match="leave srm"):
+        ChatRankGuide(model="demo", srm=str(root / "srm"))
+
+
+def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
+    code = main(["eval", "--dataset", "demo", "--limit", "2", "--no-progress", "--policies",
+                 "srm-only,lrm-only,rankguide", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["run"] for r in rows] == ["srm-only", "lrm-only", "rankguide"]
+    assert rows[1]["lrm_token_share"] == 1.0 and rows[0]["lrm_token_share"] == 0.0
