@@ -2,7 +2,9 @@
 
 The demo pair was trained to answer with a tool call when the prompt offers a tool
 (``rankguide_graph/demo/task.py``): it reasons (routed between SRM and LRM), calls the tool with
-its result, reads the tool's reply and gives the final answer.
+its result, reads the tool's reply and gives the final answer. Training offered one of three tool
+names; the pair learned the call format but mostly writes ``submit`` whatever name is offered
+(7 of 9 tries with the other two names), so the tool here is called ``submit``.
 
     pip install "rankguide-graph[agents]"   # langchain, for create_agent
     python examples/chat_agent.py
@@ -19,15 +21,15 @@ NOTEBOOK: list[int] = []
 
 
 @tool
-def save_result(value: int) -> str:
+def submit(value: int) -> str:
     """Store the final result."""
     NOTEBOOK.append(value)
     return f"saved {value}"
 
 
 def main() -> None:
-    agent = create_agent(ChatRankGuide(model="demo"), tools=[save_result])
-    question = "Evaluate 7 + 4 * 4 - 12 from left to right, modulo 13."
+    agent = create_agent(ChatRankGuide(model="demo"), tools=[submit])
+    question = "Who is at the top of the chain of command above 117?"
     result = agent.invoke({"messages": [("user", question)]})
     for message in result["messages"]:
         message.pretty_print()

@@ -16,18 +16,16 @@ from rankguide_graph import ChatRankGuide
 
 def main() -> None:
     prompt = ChatPromptTemplate.from_messages(
-        [("human", "Evaluate {expression} from left to right, modulo 13.")]
+        [("human", "Who is at the top of the chain of command above {person}?")]
     )
     model = ChatRankGuide(model="demo")
     chain = prompt | model
-    for expression in ("7 + 4 * 4 - 12", "3 * 9 * 5 + 11", "12 - 5 * 7 * 2 + 6"):
-        message = chain.invoke({"expression": expression})
+    for person in (117, 204, 598):
+        message = chain.invoke({"person": person})
         routing = message.response_metadata["routing"]
-        print(f"{expression:<22} -> {message.content!r:<14} steps {routing['steps_by_model']}, "
+        print(f"above {person:<4} -> {message.content!r:<14} steps {routing['steps_by_model']}, "
               f"LRM token share {100 * routing['lrm_token_share']:.0f}%")  # fmt: skip
-    answers = (prompt | model | StrOutputParser()).batch(
-        [{"expression": "5 + 5 * 2"}, {"expression": "9 * 9 - 1"}]
-    )
+    answers = (prompt | model | StrOutputParser()).batch([{"person": 31}, {"person": 450}])
     print("batch:", answers)
 
 

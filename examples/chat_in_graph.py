@@ -1,8 +1,8 @@
 """ChatRankGuide as one node of a larger LangGraph graph: a homework checker.
 
-``solve`` asks the routed SRM/LRM pair (the embedded demo pair) for the result of a student's
-exercise; ``grade`` compares it with the student's answer; ``feedback`` writes the verdict, with how
-much of the reasoning the large model wrote. The chat model is an ordinary LangChain runnable
+``solve`` asks the routed SRM/LRM pair (the embedded demo pair) who is at the top of the chain
+of command above a person; ``grade`` compares that with the student's answer; ``feedback`` writes
+the verdict, with how much of the reasoning the large model wrote. The chat model is an ordinary LangChain runnable
 inside the node, so the outer graph streams, checkpoints and composes as usual.
 
     python examples/chat_in_graph.py
@@ -23,7 +23,7 @@ MODEL = ChatRankGuide(model="demo")
 
 
 class Homework(TypedDict, total=False):
-    exercise: str
+    person: str
     student_answer: str
     model_answer: str
     lrm_share: float
@@ -32,7 +32,7 @@ class Homework(TypedDict, total=False):
 
 
 def solve(state: Homework) -> Homework:
-    question = f"Evaluate {state['exercise']} from left to right, modulo 13."
+    question = f"Who is at the top of the chain of command above {state['person']}?"
     message = MODEL.invoke([HumanMessage(question)])
     share = message.response_metadata["routing"]["lrm_token_share"]
     return {"model_answer": extract_answer(str(message.content)) or "", "lrm_share": share}
@@ -45,7 +45,7 @@ def grade(state: Homework) -> Homework:
 def feedback(state: Homework) -> Homework:
     verdict = "right" if state["correct"] else f"not right: the result is {state['model_answer']}"
     note = f"(the large model wrote {100 * state['lrm_share']:.0f}% of the reasoning)"
-    return {"feedback": f"{state['exercise']} = {state['student_answer']} is {verdict} {note}"}
+    return {"feedback": f"top above {state['person']}: {state['student_answer']} is {verdict} {note}"}
 
 
 def build():
@@ -62,10 +62,10 @@ def build():
 
 def main() -> None:
     app = build()
-    homework = [("7 + 4 * 4 - 12", "6"), ("3 * 9 * 5 + 11", "4"), ("10 - 5 * 7", "1")]
-    for i, (exercise, answer) in enumerate(homework):
+    homework = [("117", "502"), ("204", "206"), ("31", "7")]
+    for i, (person, answer) in enumerate(homework):
         config = {"configurable": {"thread_id": f"student-{i}"}}
-        for update in app.stream({"exercise": exercise, "student_answer": answer}, config,
+        for update in app.stream({"person": person, "student_answer": answer}, config,
                                  stream_mode="updates"):  # fmt: skip
             node, values = next(iter(update.items()))
             print(f"  [{node}] {values}")

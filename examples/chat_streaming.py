@@ -4,7 +4,7 @@ With ``reasoning=True`` every step arrives as a chunk whose ``additional_kwargs`
 text (``reasoning_content``) and its routing (``rankguide_steps``: model, rule, entropy, r1, r2);
 the answer arrives last with the usage and the routing summary.
 
-    python examples/chat_streaming.py ["Evaluate 3 * 9 * 5 + 11 from left to right, modulo 13."]
+    python examples/chat_streaming.py ["Who is at the top of the chain of command above 204?"]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main() -> None:
     question = (
         sys.argv[1]
         if len(sys.argv) > 1
-        else "Evaluate 12 - 5 * 7 * 2 + 6 * 3 from left to right, modulo 13."
+        else "Who is at the top of the chain of command above 117?"
     )
     model = ChatRankGuide(model="demo", reasoning=True)
     colour = sys.stdout.isatty()

@@ -104,3 +104,18 @@ def test_the_custom_policy_example_runs_through_the_graph():
     assert any(" LRM low_rank " in line for line in lines)
     assert any(" SRM high_rank " in line for line in lines)
     assert "thinking ended: collapse" in lines[-1]
+
+
+def test_optional_settings_take_none_and_booleans_take_true_or_false():
+    from rankguide_graph.cli import build_parser
+    from rankguide_graph.cli.options import context_from_args
+
+    args = build_parser().parse_args(
+        ["run", "--srm", "a", "--lrm", "b", "--entropy-top-k", "none", "--record-signals", "true",
+         "--layer", "3", "q"]
+    )  # fmt: skip
+    context = context_from_args(args)
+    assert context.entropy_top_k is None and context.record_signals is True and context.layer == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--srm", "a", "--lrm", "b", "--record-signals", "maybe",
+                                   "q"])  # fmt: skip

@@ -26,7 +26,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, PrivateAttr, field_validator, model_validator
 
 from rankguide_graph.errors import RankGuideError
 
@@ -165,6 +165,9 @@ class ChatRankGuide(BaseChatModel):
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (callbacks see each chunk)."""
 
+    _pair_settings: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """Run settings of the embedded pair that have no field here (e.g. ``entropy_top_k``)."""
+
     # -- validation -----------------------------------------------------------------------------
     @field_validator("srm", "lrm", "steering_vector", mode="before")
     @classmethod
@@ -197,14 +200,17 @@ class ChatRankGuide(BaseChatModel):
         except RankGuideError as err:
             raise ValueError(str(err)) from None
         for name, value in settings.items():
-            if name in type(self).model_fields and name not in self.model_fields_set:
+            if name not in type(self).model_fields:
+                self._pair_settings[name] = value
+            elif name not in self.model_fields_set:
                 setattr(self, name, value)
 
     def run_context(self, **overrides: Any) -> RankGuideContext:
         """The graph's run settings built from the fields (``overrides`` replace some)."""
         from rankguide_graph.context import RankGuideContext
 
-        settings: dict[str, Any] = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+        settings: dict[str, Any] = dict(self._pair_settings)
+        settings.update({name: getattr(self, name) for name in _CONTEXT_FIELDS})
         settings["max_answer_tokens"] = self.max_tokens
         settings.update(overrides)
         return RankGuideContext(**settings)

@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.problems < 1:
         raise ConfigError(f"--problems (={args.problems}) must be >= 1")
     fields = {f.name for f in dataclasses.fields(RankGuideContext)}
-    given = {k: v for k, v in vars(args).items() if k in fields}
-    context = demo_context(policy=args.policy, **given)
+    context = demo_context(**{k: v for k, v in vars(args).items() if k in fields})
     questions: list[tuple[str, str | None]]
     if args.question is not None:
         questions = [(args.question, None)]

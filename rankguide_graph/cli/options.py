@@ -47,7 +47,19 @@ def _parser_for(annotation: Any) -> tuple[Any, list[str] | None]:
         return str, [str(c) for c in typing.get_args(base)]
     if base is bool:
         return _boolean, None
+    if type(None) in typing.get_args(annotation):
+        return _or_none(base), None
     return base, None
+
+
+def _or_none(convert: Any) -> Any:
+    """``convert``, with ``none`` read as ``None`` (for optional settings)."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return parse
 
 
 def _boolean(text: str) -> bool:

@@ -96,7 +96,7 @@ class TracePrinter:
         elif kind == "thinking_end":
             print(f"\nThinking ended: {event['reason']}", file=self.out)
         elif kind == "answer":
-            print(self._c("bold", "\nAnswer: ") + event["answer"], file=self.out)
+            print(self._c("bold", "\nFinal answer: ") + event["answer"], file=self.out)
 
     def step(self, step: dict) -> None:
         """A step marked by its model and the rule that sent it there."""

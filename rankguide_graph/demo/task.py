@@ -38,7 +38,7 @@ Design (what gives the routing something real to act on):
   :func:`solution_trace`'s ``error_spans``), so a model learns to correct, not to err.
 
 Tool use (so the pair works inside a LangChain agent): when the prompt offers tools, the answer
-after ``</think>`` is a Hermes/Qwen tool call on the first tool offered with the result as
+after ``</think>`` is a Hermes/Qwen tool call on the tool offered with the result as
 ``value`` (``<tool_call>{"name": "save_result", "arguments": {"value": 502}}</tool_call>``); after
 the tool's reply the model ends thinking at once and writes ``Answer: 502``. The chat template
 (:data:`CHAT_TEMPLATE`) renders tools as ``name(arguments)`` on one line.
@@ -72,7 +72,8 @@ CHAT_TEMPLATE = (
 """The demo pair's chat template: the tiny models' one, plus tools and tool calls."""
 
 TOOL_NAMES = ("save_result", "record_answer", "submit")
-"""Tool names seen in training (the model calls whichever the prompt offers)."""
+"""Tool names seen in training, one per conversation. (The trained pair learned the call format
+but mostly writes ``submit`` whatever name is offered: copying the name was not learned.)"""
 
 LEVEL_SIZES = (12, 36, 72, 120, 160, 200)
 """People per level of the organisation, from the top (600 in all)."""

@@ -84,7 +84,7 @@ class Recipe:
     srm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=80, batch_size=32, lr=3e-3,
                                    verify_rate=0.4, drill_batch=64)  # fmt: skip
     lrm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=320, batch_size=32, lr=3e-3,
-                                   verify_rate=0.15, drill_batch=64, grow_to_layers=12,
+                                   verify_rate=0.15, drill_batch=64, grow_to_layers=24,
                                    grow_steps=40)  # fmt: skip
     vocab_size: int = 1200
     seed: int = 0
