@@ -2,8 +2,9 @@
 
 ``solve`` asks the routed SRM/LRM pair (the embedded demo pair) who is at the top of the chain
 of command above a person; ``grade`` compares that with the student's answer; ``feedback`` writes
-the verdict, with how much of the reasoning the large model wrote. The chat model is an ordinary LangChain runnable
-inside the node, so the outer graph streams, checkpoints and composes as usual.
+the verdict, with how much of the reasoning the large model wrote. The chat model is an ordinary
+LangChain runnable inside the node, so the outer graph streams, checkpoints and composes as
+usual.
 
     python examples/chat_in_graph.py
 """
@@ -23,6 +24,8 @@ MODEL = ChatRankGuide(model="demo")
 
 
 class Homework(TypedDict, total=False):
+    """The outer graph's state."""
+
     person: str
     student_answer: str
     model_answer: str
@@ -45,7 +48,8 @@ def grade(state: Homework) -> Homework:
 def feedback(state: Homework) -> Homework:
     verdict = "right" if state["correct"] else f"not right: the result is {state['model_answer']}"
     note = f"(the large model wrote {100 * state['lrm_share']:.0f}% of the reasoning)"
-    return {"feedback": f"top above {state['person']}: {state['student_answer']} is {verdict} {note}"}
+    claim = f"top above {state['person']}: {state['student_answer']}"
+    return {"feedback": f"{claim} is {verdict} {note}"}
 
 
 def build():

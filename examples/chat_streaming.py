@@ -19,9 +19,7 @@ RESET = "\033[0m"
 
 def main() -> None:
     question = (
-        sys.argv[1]
-        if len(sys.argv) > 1
-        else "Who is at the top of the chain of command above 117?"
+        sys.argv[1] if len(sys.argv) > 1 else "Who is at the top of the chain of command above 117?"
     )
     model = ChatRankGuide(model="demo", reasoning=True)
     colour = sys.stdout.isatty()

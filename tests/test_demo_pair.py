@@ -89,3 +89,21 @@ def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["run"] for r in rows] == ["srm-only", "lrm-only", "rankguide"]
     assert rows[1]["lrm_token_share"] == 1.0 and rows[0]["lrm_token_share"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("chat_chain.py", "batch: ['Answer:"),
+        ("chat_agent.py", "notebook: [560]"),  # the tool was called with the right person
+        ("chat_in_graph.py", "top above 204: 206 is right"),
+        ("chat_streaming.py", "answer: Answer: 560"),
+    ],
+)
+def test_the_chat_examples_run_on_the_demo_pair(example, expected, capsys, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setattr("sys.argv", [example])
+    runpy.run_path(str(Path(__file__).parent.parent / "examples" / example), run_name="__main__")
+    assert expected in capsys.readouterr().out
