@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, cast
 
-from rankguide_graph.cli.options import add_context_options
+from rankguide_graph.cli.options import add_context_options, context_settings
 from rankguide_graph.cli.run_cmd import TracePrinter, _use_colour
 
 
@@ -34,9 +34,6 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Solve the problems and print them."""
-    import dataclasses
-
-    from rankguide_graph.context import RankGuideContext
     from rankguide_graph.demo.pair import demo_context, demo_problems
     from rankguide_graph.errors import ConfigError
     from rankguide_graph.evaluation import is_correct
@@ -44,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.problems < 1:
         raise ConfigError(f"--problems (={args.problems}) must be >= 1")
-    fields = {f.name for f in dataclasses.fields(RankGuideContext)}
-    context = demo_context(**{k: v for k, v in vars(args).items() if k in fields})
+    context = demo_context(**context_settings(args))
     questions: list[tuple[str, str | None]]
     if args.question is not None:
         questions = [(args.question, None)]

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rankguide_graph.cli.options import add_context_options, context_from_args
+from rankguide_graph.cli.options import add_context_options, context_from_args, context_settings
 from rankguide_graph.errors import ConfigError
 
 ALL_POLICIES = "srm-only,lrm-only,glimprouter,specreason,trim,rankguide"
@@ -94,20 +94,14 @@ def _base_context(args: argparse.Namespace) -> Any:
 
     context = context_from_args(args)
     if args.dataset in DEMO_DATASETS and not (args.srm or args.lrm):
-        given = {k: v for k, v in vars(args).items() if k in _context_fields()}
-        return demo_context(**given)
+        # --srm/--lrm are unset here (None): the pair's own paths stay
+        return demo_context(**context_settings(args, skip=("srm", "lrm")))
     if not (args.srm and args.lrm):
         raise ConfigError(
             f"--dataset {args.dataset} needs --srm and --lrm (only the demo datasets default to "
             "the embedded pair)"
         )
     return dataclasses.replace(context, srm=args.srm, lrm=args.lrm)
-
-
-def _context_fields() -> set[str]:
-    from rankguide_graph.context import RankGuideContext
-
-    return {f.name for f in dataclasses.fields(RankGuideContext)} - {"srm", "lrm", "policy"}
 
 
 def _load(args: argparse.Namespace, base: Any) -> list:

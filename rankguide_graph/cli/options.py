@@ -91,10 +91,15 @@ def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
         )
 
 
+def context_settings(args: argparse.Namespace, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The context fields among the parsed options (unset options are absent), minus ``skip``."""
+    names = {f.name for f in dataclasses.fields(RankGuideContext)} - set(skip)
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def context_from_args(args: argparse.Namespace) -> RankGuideContext:
     """The context the parsed options describe (unset options keep their defaults)."""
-    names = {f.name for f in dataclasses.fields(RankGuideContext)}
-    return RankGuideContext(**{k: v for k, v in vars(args).items() if k in names})
+    return RankGuideContext(**context_settings(args))
 
 
 def add_problem_set_options(parser: argparse.ArgumentParser) -> None:
