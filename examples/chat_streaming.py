@@ -2,7 +2,8 @@
 
 With ``reasoning=True`` every step arrives as a chunk whose ``additional_kwargs`` carry the step's
 text (``reasoning_content``) and its routing (``rankguide_steps``: model, rule, entropy, r1, r2);
-the answer arrives last with the usage and the routing summary.
+the answer then streams token by token, and the last chunk brings the usage and the routing
+summary.
 
     python examples/chat_streaming.py ["Who is at the top of the chain of command above 204?"]
 """
@@ -24,7 +25,7 @@ def main() -> None:
     model = ChatRankGuide(model="demo", reasoning=True)
     colour = sys.stdout.isatty()
     print(question)
-    final = None
+    final, answering = None, False
     for chunk in model.stream(question):
         for step in chunk.additional_kwargs.get("rankguide_steps", []):
             signals = f"H={step['entropy']:.2f}" if step["entropy"] is not None else "H=-"
@@ -36,8 +37,10 @@ def main() -> None:
                 head = COLOURS[step["model"]] + head + RESET
             print(f"{head} {text}")
         if chunk.content:
-            print(f"answer: {chunk.content}")
+            print("" if answering else "answer: ", chunk.content, sep="", end="", flush=True)
+            answering = True
         final = chunk if final is None else final + chunk
+    print()
     assert final is not None
     routing = final.response_metadata["routing"]
     print(f"steps by model {routing['steps_by_model']}, tokens {routing['tokens']}, "

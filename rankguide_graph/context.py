@@ -85,6 +85,9 @@ class RankGuideContext:
     """Reasoning tokens before thinking is ended (SpecReason's budget)."""
     max_answer_tokens: int = 512
     """Tokens of the final answer."""
+    answer_stop: list[str] | None = None
+    """Stop sequences of the answer: it ends at the first one written, and is cut before it
+    (the answer's stop reason is then ``stop_sequence``)."""
     temperature: float = 0.0
     """0 decodes greedily (the paper's DeepSeek-R1 runs)."""
     top_p: float = 1.0
@@ -113,6 +116,14 @@ class RankGuideContext:
             raise ConfigError(f"answer_model (={self.answer_model!r}) must be 'srm', 'lrm' or None")
         for name in ("max_steps", "max_step_tokens", "max_thinking_tokens", "max_answer_tokens"):
             check_int(name, getattr(self, name), minimum=1, hint="a budget of 0 leaves no room")
+        if self.answer_stop is not None and (
+            not isinstance(self.answer_stop, list | tuple)
+            or not all(isinstance(s, str) and s for s in self.answer_stop)
+        ):
+            raise ConfigError(
+                f"answer_stop (={self.answer_stop!r}) must be a list of non-empty strings, "
+                "e.g. ['\\nObservation:']"
+            )
         check_number("temperature", self.temperature, minimum=0.0)
         check_number("top_p", self.top_p, minimum=0.0, maximum=1.0)
         if self.top_p == 0:

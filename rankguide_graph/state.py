@@ -92,6 +92,9 @@ class ReasoningInput(TypedDict):
     """Chat-template turns (``{"role", "content", ...}``), rendered as they are."""
     tools: NotRequired[list[dict[str, Any]] | None]
     """OpenAI-style tool schemas for templates that render tools."""
+    answer_prefix: NotRequired[str | None]
+    """Text the answer is made to start with (written into the sequence, then continued), e.g.
+    the opening of a tool call when a tool call is required."""
 
 
 class ReasoningOutput(TypedDict):
@@ -123,6 +126,8 @@ class ReasoningState(TypedDict, total=False):
     """A whole conversation to answer instead of a single question."""
     tools: list[dict[str, Any]] | None
     """Tool schemas rendered by the chat template."""
+    answer_prefix: str | None
+    """Forced start of the answer (see :class:`ReasoningInput`)."""
     run_id: str
     """Key of this run's session (KV caches, rank window) in the process."""
     prompt_len: int

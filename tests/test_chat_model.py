@@ -176,6 +176,19 @@ def test_stop_sequences_cut_the_answer(pair, reference):
     assert _chat(pair, stop=[stop]).invoke(QUESTION, stop=["\x00never"]).content == answer
     streamed = _join(_stream(model, QUESTION, stop=[stop]))
     assert streamed.content == expected
+    assert streamed.response_metadata["finish_reason"] == "stop"
+
+
+def test_a_stop_sequence_ends_the_answer_generation(pair, reference):
+    answer = reference["answer"]
+    stop = answer[2:4]
+    context = _chat(pair).run_context(answer_stop=[stop])
+    out = build_graph().invoke(
+        {"messages": [{"role": "user", "content": QUESTION}]}, context=context
+    )
+    assert out["answer"] == answer[: answer.find(stop)].strip()
+    assert out["totals"]["answer_stop_reason"] == "stop_sequence"
+    assert out["totals"]["answer_tokens"] < reference["totals"]["answer_tokens"]
 
 
 def test_max_tokens_reaches_the_answer_budget(pair):
@@ -191,28 +204,48 @@ def test_max_tokens_reaches_the_answer_budget(pair):
 
 
 # -- stream -------------------------------------------------------------------------------------
-def test_stream_without_reasoning_yields_the_answer_and_the_metadata_once(pair, reference):
+def test_stream_without_reasoning_yields_the_answer_token_by_token(pair, reference):
     chunks = _stream(_chat(pair), QUESTION)
-    assert len(chunks) == 1  # no step chunks when reasoning is off
+    *pieces, last = chunks
+    assert len(pieces) >= 2  # the answer arrives in several chunks, not one
+    assert all(c.content and not c.additional_kwargs for c in pieces)  # no step chunks
+    assert not any(c.usage_metadata or c.response_metadata for c in pieces)
+    assert last.chunk_position == "last"
     full = _join(chunks)
-    assert full.content == reference["answer"]
-    assert chunks[-1].chunk_position == "last"
+    assert full.content == reference["answer"]  # nothing repeated, nothing lost
     assert full.usage_metadata == _chat(pair).invoke(QUESTION).usage_metadata
 
 
-def test_stream_with_reasoning_yields_each_step(pair, reference):
+def test_stream_with_reasoning_yields_each_step_then_the_answer(pair, reference):
     chunks = _stream(_chat(pair, reasoning=True), QUESTION)
     steps = reference["steps"]
-    assert len(chunks) == len(steps) + 1
     for chunk, step in zip(chunks, steps, strict=False):
         assert chunk.content == ""
         assert chunk.additional_kwargs["reasoning_content"] == step["text"]
-    assert [c.chunk_position for c in chunks] == [None] * len(steps) + ["last"]
+    answer_chunks = chunks[len(steps) :]
+    assert all("reasoning_content" not in c.additional_kwargs for c in answer_chunks)
+    assert [c.chunk_position for c in chunks][-1] == "last"
     assert sum(1 for c in chunks if c.response_metadata.get("model_name")) == 1
     assert sum(1 for c in chunks if c.usage_metadata) == 1
     full = _join(chunks)
     assert full.content == reference["answer"]
     assert full.additional_kwargs["reasoning_content"] == reference["reasoning"]
+
+
+def test_answer_tokens_are_streamed_by_the_graph_as_they_are_written(pair, reference):
+    context = _chat(pair).run_context()
+    messages = [{"role": "user", "content": QUESTION}]
+    events = [
+        e
+        for e in build_graph().stream({"messages": messages}, context=context, stream_mode="custom")
+        if e["event"] in ("answer_delta", "answer")
+    ]
+    *deltas, final = events
+    assert final["event"] == "answer"
+    # one delta per token, except tokens that end in half a character (this random model
+    # writes some): their text comes with the next one
+    assert 1 < len(deltas) <= reference["totals"]["answer_tokens"]
+    assert "".join(d["text"] for d in deltas).strip() == reference["answer"]
 
 
 # -- tools --------------------------------------------------------------------------------------
@@ -230,12 +263,18 @@ class _StubGraph:
         }
 
     def invoke(self, inputs, context):
+        """The answer after the forced prefix, as the graph's answer node writes it."""
         self.inputs.append(inputs)
-        return {"answer": self.answer, "reasoning": "r", "steps": [], "totals": self.totals}
+        answer = (inputs.get("answer_prefix") or "") + self.answer
+        return {"answer": answer, "reasoning": "r", "steps": [], "totals": self.totals}
 
     def stream(self, inputs, context, stream_mode):
+        """The answer in 3-character pieces, as the real graph streams it token by token."""
         self.inputs.append(inputs)
-        yield {"event": "answer", "answer": self.answer, "totals": self.totals}
+        text = (inputs.get("answer_prefix") or "") + self.answer
+        for i in range(0, len(text), 3):
+            yield {"event": "answer_delta", "text": text[i : i + 3]}
+        yield {"event": "answer", "answer": text.strip(), "totals": self.totals}
 
 
 def add(a: int, b: int) -> int:
@@ -275,6 +314,7 @@ def test_streamed_tool_calls_arrive_as_tool_call_chunks(pair, stub):
     last = chunks[-1]
     assert last.chunk_position == "last"
     assert [c["name"] for c in last.tool_call_chunks] == ["add", "add"]
+    assert "".join(c.content for c in chunks[:-1]) == "Let me add."  # no tool-call text shown
     full = _join(chunks)
     assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 1, "b": 2})]
     (invalid,) = full.invalid_tool_calls  # its raw text, JSON-encoded so it stays invalid
@@ -282,6 +322,43 @@ def test_streamed_tool_calls_arrive_as_tool_call_chunks(pair, stub):
 
     assert full.content == "Let me add."
     assert full.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_text_around_streamed_tool_calls_is_not_repeated(pair, stub):
+    stub("  Sure." + CALL.removeprefix("Let me add.") + " Done.  ")
+    chunks = _stream(_chat(pair).bind_tools([add]), "What is 1 + 2?")
+    full = _join(chunks)
+    invoked = _chat(pair).bind_tools([add]).invoke("What is 1 + 2?")
+    assert full.content == invoked.content == "Sure. Done."
+    assert [c["args"] for c in full.tool_calls] == [{"a": 1, "b": 2}]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "prefix"),
+    [
+        ("any", '<tool_call>{"name": "add", "arguments": '),  # one tool: it is the one forced
+        ("required", '<tool_call>{"name": "add", "arguments": '),
+        ("add", '<tool_call>{"name": "add", "arguments": '),
+        (
+            {"type": "function", "function": {"name": "add"}},
+            '<tool_call>{"name": "add", "arguments": ',
+        ),
+        ("auto", None),
+    ],
+)
+def test_tool_choice_forces_the_answer_to_open_a_call(pair, stub, tool_choice, prefix):
+    graph = stub('{"a": 1, "b": 2}}</tool_call>' if prefix else CALL)
+    message = _chat(pair).bind_tools([add], tool_choice=tool_choice).invoke("What is 1 + 2?")
+    assert graph.inputs[0].get("answer_prefix") == prefix
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("add", {"a": 1, "b": 2})]
+
+
+def test_tool_choice_none_hides_the_tools_and_bad_names_are_refused(pair, stub):
+    graph = stub(CALL)
+    message = _chat(pair).bind_tools([add], tool_choice="none").invoke("What is 1 + 2?")
+    assert graph.inputs[0]["tools"] is None and message.tool_calls == []
+    with pytest.raises(ValueError, match=r"tool_choice \(='mul'\) must be .* \['add'\]"):
+        _chat(pair).bind_tools([add], tool_choice="mul").invoke("What is 1 + 2?")
 
 
 def test_without_tools_tool_call_text_stays_content(pair, stub):
@@ -299,8 +376,10 @@ def test_with_structured_output_goes_through_tool_calling(pair, stub):
 
         total: int
 
-    stub('<tool_call>{"name": "Sum", "arguments": {"total": 3}}</tool_call>')
+    graph = stub('{"total": 3}}</tool_call>')  # the model continues the forced opening
     assert _chat(pair).with_structured_output(Sum).invoke("1 + 2?") == Sum(total=3)
+    assert graph.inputs[0]["answer_prefix"] == '<tool_call>{"name": "Sum", "arguments": '
+
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class _TinyPair:
 
     @property
     def has_tool_choice(self) -> bool:
-        return False  # tool_choice is accepted but the local models are not constrained
+        return True  # the answer is made to open a <tool_call> (of the named tool)
 
     @property
     def returns_usage_metadata(self) -> bool:
@@ -124,6 +124,10 @@ class TestChatRankGuideIntegration(_TinyPair, ChatModelIntegrationTests):
         super().test_unicode_tool_call_integration(
             model, tool_choice=tool_choice, force_tool_call=force_tool_call
         )
+
+    @pytest.mark.xfail(reason=TINY + "write the arguments: the forced call's name is right")
+    def test_tool_choice(self, model: BaseChatModel) -> None:
+        super().test_tool_choice(model)
 
     @SCHEMA_TYPES
     @pytest.mark.xfail(reason=STRUCTURED)

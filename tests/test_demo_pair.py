@@ -82,6 +82,20 @@ def test_chat_model_demo_names_the_embedded_pair(root):
         ChatRankGuide(model="demo", srm=str(root / "srm"))
 
 
+def test_demo_chat_streams_the_answer_and_tool_choice_picks_the_tool():
+    model = ChatRankGuide(model="demo")
+    problem = demo_problems("demo", limit=1)[0]
+    chunks = list(model.stream(problem.problem))
+    assert len(chunks) >= 3  # "Answer", ":", " N" and the last chunk
+    assert "".join(c.content for c in chunks) == model.invoke(problem.problem).content
+    schemas = [task.tool_schema(name) for name in task.TOOL_NAMES]
+    # the pair writes `submit` when it may choose; a required name makes it call that one
+    for name in ("record_answer", "save_result"):
+        message = model.bind_tools(schemas, tool_choice=name).invoke(problem.problem)
+        ((call_name, args),) = [(c["name"], c["args"]) for c in message.tool_calls]
+        assert call_name == name and isinstance(args["value"], int)
+
+
 def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
     code = main(["eval", "--dataset", "demo", "--limit", "2", "--no-progress", "--policies",
                  "srm-only,lrm-only,rankguide", "--out", str(tmp_path)])  # fmt: skip

@@ -187,8 +187,12 @@ def test_steps_are_streamed_as_custom_events_in_order(graph, pair):
     final = [payload for mode, payload in events if mode == "values"][-1]
     steps = [e["step"] for e in custom if e["event"] == "step"]
     assert steps == final["steps"]
-    kinds = [e["event"] for e in custom]
+    kinds = [e["event"] for e in custom if e["event"] != "answer_delta"]
     assert kinds[-2:] == ["thinking_end", "answer"]
+    # the answer streams between the end of thinking and the final event
+    deltas = kinds.index("thinking_end") + 1
+    answer_deltas = [e for e in custom[deltas:-1] if e["event"] == "answer_delta"]
+    assert "".join(e["text"] for e in answer_deltas).strip() == final["answer"]
     assert custom[-1]["answer"] == final["answer"]
 
 

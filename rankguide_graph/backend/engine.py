@@ -12,7 +12,7 @@ the token that closed each new step (its *step hidden state*) and the next-token
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -179,11 +179,18 @@ class StepEngine:
         return Observation(logits=logits, step_hidden=hidden, n_fed=n_fed)
 
     def generate_step(
-        self, name: str, max_new_tokens: int | None = None, *, at_delimiter: bool = True
+        self,
+        name: str,
+        max_new_tokens: int | None = None,
+        *,
+        at_delimiter: bool = True,
+        on_token: Callable[[int], bool] | None = None,
     ) -> Step:
         """Let ``name`` write the next step (catching up first) and append it to the text.
 
         With ``at_delimiter=False`` the text runs on to EOS or the token cap (a final answer).
+        ``on_token`` sees every sampled token as it is sampled (for streaming) and may end the
+        step by returning ``True`` (:attr:`StopReason.STOP_SEQUENCE`).
         """
         runner = self._runner(name)
         started = time.perf_counter()
@@ -195,7 +202,7 @@ class StepEngine:
             return self._append(name, [], StopReason.CONTEXT_FULL, started)
         try:
             tracker = self.stop_rule.tracker(at_delimiter=at_delimiter)
-            tokens, reason = runner.decode(self.sampler, tracker, room)
+            tokens, reason = runner.decode(self.sampler, tracker, room, on_token)
         except BaseException:
             # An interrupted step is dropped whole: the cache goes back to the text as it was.
             runner.truncate(len(self.sequence))

@@ -12,7 +12,7 @@ applied (performance notes: "one explicit forward over the model's uncached tail
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -172,11 +172,14 @@ class ModelRunner:
         sampler: TokenSampler,
         tracker: StepStopTracker,
         max_new_tokens: int,
+        on_token: Callable[[int], bool] | None = None,
     ) -> tuple[list[int], StopReason]:
         """Sample one step starting from ``next_logits``; the last sampled token is not fed.
 
         Runs a plain token-by-token loop (no ``generate``): batch 1, no padding, so the model's
         own forward derives positions from the cache. Greedy output equals ``generate``'s.
+        ``on_token`` sees each sampled token (streaming) and returns ``True`` to end the step
+        there (a stop sequence); the stop rule is checked first.
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
@@ -191,7 +194,11 @@ class ModelRunner:
                 new_tokens.append(token)
                 reason = tracker.stop_reason(token)
                 if reason is not None:
+                    if on_token is not None:
+                        on_token(token)
                     return new_tokens, reason
+                if on_token is not None and on_token(token):
+                    return new_tokens, StopReason.STOP_SEQUENCE
                 if len(new_tokens) >= max_new_tokens:
                     return new_tokens, StopReason.MAX_STEP_TOKENS
                 input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)

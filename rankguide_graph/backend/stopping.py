@@ -31,6 +31,8 @@ class StopReason(StrEnum):
     END_OF_THINKING = "end_of_thinking"
     MAX_STEP_TOKENS = "max_step_tokens"
     CONTEXT_FULL = "context_full"
+    STOP_SEQUENCE = "stop_sequence"
+    """A caller's stop string appeared in the text (answers only)."""
 
 
 # Decoding every id of a 152k vocabulary takes about a second: do it once per tokenizer object.

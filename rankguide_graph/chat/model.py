@@ -28,6 +28,8 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr, field_validator, model_validator
 
+from rankguide_graph.chat.streaming import ContentStream
+from rankguide_graph.chat.tool_calls import parse_tool_calls
 from rankguide_graph.errors import RankGuideError
 
 if TYPE_CHECKING:
@@ -96,11 +98,14 @@ class ChatRankGuide(BaseChatModel):
 
         Each kept reasoning step is one chunk (only with ``reasoning=True``), with who wrote it
         and why in ``additional_kwargs["rankguide_steps"]`` (a one-item list ``[{"step",
-        "model", "rule", "entropy", "r1", "r2"}]``, so merged chunks list every step); the
-        answer follows
-        in one last chunk, with the usage, the response metadata and any tool call chunks (a
-        malformed ``<tool_call>`` block arrives as an invalid tool call whose ``args`` is its
-        raw text, JSON-encoded).
+        "model", "rule", "entropy", "r1", "r2"}]``, so merged chunks list every step). The
+        answer then streams token by token as the answer model writes it; text is held back
+        only while it could still change (surrounding whitespace, a possible start of a stop
+        sequence, ``<tool_call>`` blocks), so the chunks add up to exactly what ``invoke``
+        returns. The last chunk carries the rest of the content, the usage, the response
+        metadata and any tool call chunks (a malformed ``<tool_call>`` block arrives as an
+        invalid tool call whose ``args`` is its raw text, JSON-encoded). A stop sequence ends
+        the answer's generation where it is written, in both paths.
 
     Tool calling:
         .. code-block:: python
@@ -112,9 +117,11 @@ class ChatRankGuide(BaseChatModel):
             message = model.bind_tools([add]).invoke("What is 3 + 4?")
             message.tool_calls  # parsed from <tool_call>{json}</tool_call> blocks
 
-        The tools are rendered by the chat template (Qwen/Hermes templates render them);
-        ``tool_choice`` is accepted but not enforced. ``with_structured_output`` works through
-        tool calling.
+        The tools are rendered by the chat template (Qwen/Hermes templates render them).
+        ``tool_choice="any"``/``"required"`` makes the answer open a ``<tool_call>`` block (of
+        the only tool when there is one), a tool's name opens a call of that tool (the model
+        writes the arguments), ``"none"`` hides the tools, ``"auto"`` lets the model choose.
+        ``with_structured_output`` works through a required tool call.
     """
 
     model_config = ConfigDict(protected_namespaces=(), use_attribute_docstrings=True)
@@ -256,8 +263,10 @@ class ChatRankGuide(BaseChatModel):
 
         Args:
             tools: LangChain tools, functions, pydantic models or OpenAI tool schemas.
-            tool_choice: Accepted for compatibility (``"auto"``, ``"any"``, a tool name); the
-                local models are not constrained to call a tool.
+            tool_choice: ``None``/``"auto"`` (the model chooses), ``"any"``/``"required"``/
+                ``True`` (the answer is made to open a tool call), a tool's name or
+                ``{"type": "function", "function": {"name": ...}}`` (a call of that tool),
+                ``"none"``/``False`` (the tools are not shown to the model).
             **kwargs: Passed on to :meth:`bind`.
         """
         from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -273,7 +282,7 @@ class ChatRankGuide(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        inputs, context, tools = self._prepare(messages, kwargs)
+        inputs, context, tools = self._prepare(messages, stop, kwargs)
         out = _graph().invoke(inputs, context=context)
         answer, finish = _cut(out["answer"], self._stops(stop), out["totals"])
         message = AIMessage(
@@ -294,75 +303,79 @@ class ChatRankGuide(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        inputs, context, tools = self._prepare(messages, kwargs)
+        inputs, context, tools = self._prepare(messages, stop, kwargs)
+        stops = self._stops(stop)
+        content = ContentStream(stops, tools=bool(tools))
         steps: list[dict[str, Any]] = []
         for event in _graph().stream(inputs, context=context, stream_mode="custom"):
-            if not isinstance(event, dict):
-                continue
-            if event.get("event") == "step":
+            kind = event.get("event") if isinstance(event, dict) else None
+            if kind == "step":
                 steps.append(event["step"])
                 if self.reasoning:
-                    step = event["step"]
-                    routing = {
-                        "step": step["index"],
-                        "model": step["model"],
-                        "rule": step["decision"]["rule"],
-                        **{k: step["signals"][k] for k in ("entropy", "r1", "r2")},
-                    }
-                    chunk = ChatGenerationChunk(
-                        message=AIMessageChunk(
-                            content="",
-                            additional_kwargs={
-                                "reasoning_content": step["text"],
-                                "rankguide_steps": [routing],
-                            },
-                        )
-                    )
+                    chunk = _step_chunk(event["step"])
                     if run_manager:
                         run_manager.on_llm_new_token("", chunk=chunk)
                     yield chunk
-            elif event.get("event") == "answer":
-                totals = event["totals"]
-                answer, finish = _cut(event["answer"], self._stops(stop), totals)
-                message = AIMessageChunk(
-                    content=answer,
-                    usage_metadata=_usage(totals),
-                    response_metadata=self._metadata(totals, finish, steps),
-                    chunk_position="last",
-                )
-                if tools:
-                    parsed = _attach_tool_calls(message)
-                    # LangChain re-parses streamed chunks' args: a malformed block's raw text
-                    # goes in JSON-encoded, so it parses to a string and stays an invalid call.
-                    calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in parsed.tool_calls]
-                    calls += [
-                        (c["name"], json.dumps(c["args"]), c["id"])
-                        for c in parsed.invalid_tool_calls
-                    ]
-                    message = AIMessageChunk(
-                        content=parsed.content,
-                        usage_metadata=message.usage_metadata,
-                        response_metadata=message.response_metadata,
-                        tool_call_chunks=[
-                            tool_call_chunk(name=name, args=args, id=call_id, index=i)
-                            for i, (name, args, call_id) in enumerate(calls)
-                        ],
-                        chunk_position="last",
-                    )
-                chunk = ChatGenerationChunk(message=message)
+            elif kind == "answer_delta":
+                released = content.push(event["text"])
+                if released:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=released))
+                    if run_manager:
+                        run_manager.on_llm_new_token(released, chunk=chunk)
+                    yield chunk
+            elif kind == "answer":
+                chunk = self._last_chunk(event, stops, steps, content, tools=bool(tools))
                 if run_manager:
-                    run_manager.on_llm_new_token(answer, chunk=chunk)
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
+
+    def _last_chunk(
+        self,
+        event: dict[str, Any],
+        stops: list[str],
+        steps: list[dict[str, Any]],
+        content: ContentStream,
+        *,
+        tools: bool,
+    ) -> ChatGenerationChunk:
+        """The rest of the content, the tool call chunks, usage and response metadata."""
+        totals = event["totals"]
+        answer, finish = _cut(event["answer"], stops, totals)
+        metadata = self._metadata(totals, finish, steps)
+        chunks = []
+        if tools:
+            parsed = parse_tool_calls(answer)
+            answer = parsed.content
+            if parsed.tool_calls:
+                metadata["finish_reason"] = "tool_calls"
+            # LangChain re-parses streamed chunks' args: a malformed block's raw text goes in
+            # JSON-encoded, so it parses to a string and stays an invalid call.
+            calls = [*parsed.tool_calls, *parsed.invalid_tool_calls]
+            chunks = [
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                for i, c in enumerate(calls)
+            ]
+        message = AIMessageChunk(
+            content=content.rest(answer),
+            usage_metadata=_usage(totals),
+            response_metadata=metadata,
+            tool_call_chunks=chunks,
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=message)
 
     # -- helpers --------------------------------------------------------------------------------
     def _prepare(
-        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[ReasoningInput, RankGuideContext, list[dict[str, Any]] | None]:
         from rankguide_graph.chat.messages import to_template_messages
+        from rankguide_graph.chat.tool_calls import required_call_prefix
         from rankguide_graph.state import ReasoningInput
 
         tools = kwargs.get("tools") or None
-        inputs = ReasoningInput(messages=to_template_messages(messages), tools=tools)
+        tool_choice = kwargs.get("tool_choice")
+        if tool_choice in ("none", False):
+            tools = None  # the model is not offered the tools at all
         overrides = {
             name: kwargs[name]
             for name in ("temperature", "seed", "max_steps", "max_step_tokens")
@@ -370,7 +383,14 @@ class ChatRankGuide(BaseChatModel):
         }
         if kwargs.get("max_tokens") is not None:
             overrides["max_answer_tokens"] = kwargs["max_tokens"]
-        return inputs, self.run_context(**overrides), tools
+        overrides["answer_stop"] = self._stops(stop) or None
+        context = self.run_context(**overrides)
+        inputs = ReasoningInput(messages=to_template_messages(messages), tools=tools)
+        if tools and tool_choice not in (None, "auto"):
+            inputs["answer_prefix"] = required_call_prefix(
+                tools, tool_choice, _chat_template(context)
+            )
+        return inputs, context, tools
 
     def _stops(self, stop: list[str] | None) -> list[str]:
         chosen = stop if stop is not None else self.stop
@@ -400,6 +420,30 @@ class ChatRankGuide(BaseChatModel):
         if self.include_trace:
             metadata["trace"] = list(steps)
         return metadata
+
+
+def _step_chunk(step: dict[str, Any]) -> ChatGenerationChunk:
+    """A reasoning step as a chunk: its text, who wrote it and why."""
+    routing = {
+        "step": step["index"],
+        "model": step["model"],
+        "rule": step["decision"]["rule"],
+        **{k: step["signals"][k] for k in ("entropy", "r1", "r2")},
+    }
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            additional_kwargs={"reasoning_content": step["text"], "rankguide_steps": [routing]},
+        )
+    )
+
+
+def _chat_template(context: RankGuideContext) -> str:
+    """The pair's chat template (loads the pair, as the run is about to)."""
+    from rankguide_graph.session import POOL
+
+    template = POOL.pair(context).srm.tokenizer.chat_template
+    return template if isinstance(template, str) else ""
 
 
 @lru_cache(maxsize=1)
@@ -434,15 +478,11 @@ def _usage(totals: dict[str, Any]) -> UsageMetadata:
     )
 
 
-def _attach_tool_calls(message: AIMessage | AIMessageChunk) -> Any:
-    """Move ``<tool_call>`` blocks of the content into tool calls; returns the parse."""
-    from rankguide_graph.chat.tool_calls import parse_tool_calls
-
+def _attach_tool_calls(message: AIMessage) -> None:
+    """Move ``<tool_call>`` blocks of the content into the message's tool calls."""
     parsed = parse_tool_calls(message.text)
-    if isinstance(message, AIMessage) and not isinstance(message, AIMessageChunk):
-        message.content = parsed.content
-        message.tool_calls = parsed.tool_calls
-        message.invalid_tool_calls = parsed.invalid_tool_calls
+    message.content = parsed.content
+    message.tool_calls = parsed.tool_calls
+    message.invalid_tool_calls = parsed.invalid_tool_calls
     if parsed.tool_calls:
         message.response_metadata["finish_reason"] = "tool_calls"
-    return parsed

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages.tool import (
     InvalidToolCall,
@@ -88,3 +89,32 @@ def _parse_block(raw: str, terminated: bool, into: ParsedOutput) -> None:
         )
         return
     into.tool_calls.append(tool_call(name=name, args=arguments, id=call_id))
+
+
+def required_call_prefix(
+    tools: list[dict[str, Any]], tool_choice: str | dict | bool | None, chat_template: str
+) -> str | None:
+    """The answer opening that forces a tool call, or ``None`` when the model may choose.
+
+    ``"any"``, ``"required"`` or ``True`` force a call (of the only tool, when there is one);
+    a tool's name, or ``{"type": "function", "function": {"name": ...}}``, force that tool;
+    ``None`` and ``"auto"`` force nothing. The opening follows the chat template: Qwen's puts
+    a newline after ``<tool_call>``, others (the demo pair's) do not.
+    """
+    if tool_choice in (None, "auto", "none", False):
+        return None
+    names = [t.get("function", {}).get("name") for t in tools]
+    if tool_choice in ("any", "required", True):
+        name = names[0] if len(names) == 1 else None
+    elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
+        name = tool_choice["function"].get("name")
+    else:
+        name = tool_choice if isinstance(tool_choice, str) else None
+    if tool_choice not in ("any", "required", True) and name not in names:
+        raise ValueError(
+            f"tool_choice (={tool_choice!r}) must be 'auto', 'any', 'required', 'none' or the "
+            f"name of a bound tool {names}"
+        )
+    newline = "\n" if OPEN + "\n" in chat_template or OPEN + "\\n" in chat_template else ""
+    opening = OPEN + newline + '{"name": "'
+    return opening + (f'{name}", "arguments": ' if name else "")

@@ -1,18 +1,23 @@
 """Node ``answer``: the designated model writes the final answer; the run's totals are tallied.
 
 The answer model (the LRM for routed policies, as GlimpRouter and SpecReason do; the run may
-choose) continues after the end of thinking until EOS or ``max_answer_tokens``. When the model
-ended the whole text itself (EOS inside thinking) nothing more is generated and the answer is
-the text after ``</think>``, or the last step.
+choose) continues after the end of thinking until EOS, a stop sequence of the run
+(``answer_stop``) or ``max_answer_tokens``; each piece of text is streamed as it is written
+(``answer_delta`` events), and a forced ``answer_prefix`` (a required tool call's opening) is
+written first. When the model ended the whole text itself (EOS inside thinking) nothing more is
+generated and the answer is the text after ``</think>``, or the last step.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from langgraph.runtime import Runtime
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rankguide_graph.backend.detokenize import IncrementalDetokenizer
 from rankguide_graph.backend.stopping import THINK_END
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.nodes._runtime import emit, session_of
@@ -22,9 +27,10 @@ from rankguide_graph.state import ReasoningState, StepRecord
 
 
 def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
-    """Write the answer, assemble the output, free the run's caches."""
+    """Write the answer (streamed token by token), assemble the output, free the run's caches."""
     session = session_of(state, runtime)
     tokenizer = session.tokenizer
+    context = session.context
     steps = state.get("steps", [])
     reasoning = "".join(s["text"] for s in steps)
     model = session.policy.final_answer_model
@@ -32,13 +38,22 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     if state.get("thinking_end") == "eos":
         text = reasoning.split(THINK_END, 1)[1] if THINK_END in reasoning else steps[-1]["text"]
         final = str(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
+        emit(runtime, "answer_delta", text=final)
     else:
-        context = session.context
+        stream = AnswerStream(tokenizer, context.answer_stop, lambda d: emit_delta(runtime, d))
+        prefix = state.get("answer_prefix") or ""
+        if prefix:
+            engine_text = session.engine.text()
+            lead = "" if not engine_text or engine_text[-1].isspace() else "\n\n"
+            prefix_ids = tokenizer(lead + prefix, add_special_tokens=False)["input_ids"]
+            session.engine.extend(prefix_ids)
+            for token in prefix_ids:
+                stream.push(token)
         with session.models():
             step = session.engine.generate_step(
-                model, context.max_answer_tokens, at_delimiter=False
+                model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
             )
-        final = str(tokenizer.decode(step.token_ids, skip_special_tokens=True))
+        final = stream.finish()
         n_answer, seconds = len(step.token_ids), step.seconds
         stop_reason = step.stop_reason.value
     model_seconds = dict(state.get("model_seconds", {}))
@@ -60,6 +75,55 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         "totals": totals,
         "model_seconds": {model: seconds},
     }
+
+
+def emit_delta(runtime: Runtime[RankGuideContext], text: str) -> None:
+    """Stream a piece of the answer as it is written (``{"event": "answer_delta", "text"}``)."""
+    emit(runtime, "answer_delta", text=text)
+
+
+class AnswerStream:
+    """The answer's text as its tokens arrive: deltas streamed, stop sequences found.
+
+    ``push`` is the engine's per-token callback: it detokenizes incrementally, hands each new
+    piece of text to ``on_delta`` and returns ``True`` once a stop sequence has been written
+    (the engine then ends the answer). Deltas are sent as written, stop sequence included; the
+    final text (``finish``) is cut before the first stop sequence, so a streaming consumer cuts
+    the same way (``rankguide_graph.chat`` holds back what could start a stop sequence).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stops: list[str] | None,
+        on_delta: Callable[[str], None],
+    ) -> None:
+        self._detokenizer = IncrementalDetokenizer(tokenizer, skip_special_tokens=True)
+        self._stops = [s for s in stops or [] if s]
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._on_delta = on_delta
+
+    def push(self, token_id: int) -> bool:
+        """Take one token; ``True`` when the text now holds a stop sequence."""
+        delta = self._detokenizer.push(token_id)
+        if not delta:
+            return False
+        self._on_delta(delta)
+        tail = self._detokenizer.text[-(len(delta) + self._longest) :]
+        return any(stop in tail for stop in self._stops)
+
+    def finish(self) -> str:
+        """The whole answer, cut before the first stop sequence."""
+        rest = self._detokenizer.flush()
+        if rest:
+            self._on_delta(rest)
+        return cut_at_stop(self._detokenizer.text, self._stops)
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """``text`` up to the first occurrence of any of ``stops``."""
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
 
 
 def run_totals(
