@@ -30,8 +30,12 @@ class RankGuideContext:
 
     srm: str | None = field(default=None, metadata={"description": "SRM path or hub id."})
     """The small reasoning model: a local directory or a hub id."""
-    lrm: str | None = field(default=None, metadata={"description": "LRM path or hub id."})
-    """The large reasoning model: a local directory or a hub id."""
+    lrm: str | None = field(
+        default=None, metadata={"description": "LRM path, hub id or http://host:port/v1#model."}
+    )
+    """The large reasoning model: a local directory, a hub id, or an OpenAI-compatible
+    completions server ``http://host:port/v1#model-name`` (vLLM, SGLang, ``rankguide serve``)
+    that serves a model with the SRM's tokenizer."""
     policy: str = "rankguide"
     """Routing policy name (see ``rankguide_graph.policies.available_policies()``)."""
 
@@ -99,6 +103,17 @@ class RankGuideContext:
     dtype: str | None = None
     """``"bfloat16"``, ``"float32"``, ...; ``None``: bf16 on CUDA, fp32 on CPU."""
 
+    # -- a remote LRM ---------------------------------------------------------------------------
+    lrm_timeout_s: float = 60.0
+    """Seconds per request to a remote LRM."""
+    lrm_retries: int = 3
+    """Retries of a failed remote LRM request (connection errors, timeouts, 5xx, bad JSON),
+    with exponential backoff from 0.25 s."""
+    lrm_fallback: bool = False
+    """When the remote LRM still fails after the retries: ``False`` raises
+    :class:`~rankguide_graph.backend.remote.RemoteLRMError`; ``True`` lets the SRM write that
+    step (or the answer), recorded in the trace as the rule ``lrm_unavailable``."""
+
     def __post_init__(self) -> None:
         self.thresholds  # noqa: B018 - validates t_r1, t_r2, t_e, window
         check_number("eps", self.eps, minimum=1e-6, maximum=1.0)
@@ -124,6 +139,8 @@ class RankGuideContext:
                 f"answer_stop (={self.answer_stop!r}) must be a list of non-empty strings, "
                 "e.g. ['\\nObservation:']"
             )
+        check_number("lrm_timeout_s", self.lrm_timeout_s, minimum=1e-3)
+        check_int("lrm_retries", self.lrm_retries, minimum=0)
         check_number("temperature", self.temperature, minimum=0.0)
         check_number("top_p", self.top_p, minimum=0.0, maximum=1.0)
         if self.top_p == 0:

@@ -28,6 +28,7 @@ from rankguide_graph.nodes import (
     terminate,
     verify,
 )
+from rankguide_graph.nodes._runtime import frees_session_on_error
 from rankguide_graph.routers import after_lrm_step, after_route, after_srm_step, after_verify
 from rankguide_graph.state import ReasoningInput, ReasoningOutput, ReasoningState
 
@@ -50,15 +51,15 @@ def build_graph(
         input_schema=ReasoningInput,
         output_schema=ReasoningOutput,
     )
-    builder.add_node("prepare", prepare)
-    builder.add_node("steer", steer)
-    builder.add_node("score", score)
-    builder.add_node("route", route)
-    builder.add_node("srm_step", srm_step)
-    builder.add_node("lrm_step", lrm_step)
-    builder.add_node("verify", verify)
-    builder.add_node("terminate", terminate)
-    builder.add_node("answer", answer)
+    builder.add_node("prepare", frees_session_on_error(prepare))
+    builder.add_node("steer", frees_session_on_error(steer))
+    builder.add_node("score", frees_session_on_error(score))
+    builder.add_node("route", frees_session_on_error(route))
+    builder.add_node("srm_step", frees_session_on_error(srm_step))
+    builder.add_node("lrm_step", frees_session_on_error(lrm_step))
+    builder.add_node("verify", frees_session_on_error(verify))
+    builder.add_node("terminate", frees_session_on_error(terminate))
+    builder.add_node("answer", frees_session_on_error(answer))
 
     # Template the question and start the caches.
     builder.add_edge(START, "prepare")

@@ -36,6 +36,12 @@ from rankguide_graph.backend import (
     check_same_tokenizer,
     load_causal_lm,
 )
+from rankguide_graph.backend.remote import (
+    RemoteModel,
+    RemoteRunner,
+    RetryPolicy,
+    is_remote,
+)
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.policies.base import RoutingPolicy
@@ -53,7 +59,8 @@ class ModelPair:
     """An SRM and an LRM that share a tokenizer, and what is compiled for them once."""
 
     srm: LoadedModel
-    lrm: LoadedModel
+    lrm: LoadedModel | RemoteModel
+    """Loaded in-process, or behind a completions server (``http://host:port/v1#model``)."""
     stop_rule: StepStopRule
     """Where steps end, compiled for the shared tokenizer."""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -65,7 +72,7 @@ class ModelPool:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, str | None, str | None], LoadedModel] = {}
-        self._pairs: dict[tuple[str, str, str | None, str | None], ModelPair] = {}
+        self._pairs: dict[tuple[object, ...], ModelPair] = {}
         self._lock = threading.Lock()
 
     def add(
@@ -92,14 +99,22 @@ class ModelPool:
                 f"srm (={context.srm!r}) and lrm (={context.lrm!r}) must both name a model: pass "
                 "RankGuideContext(srm=PATH, lrm=PATH) (or --srm/--lrm on the command line)"
             )
-        key = (context.srm, context.lrm, context.device, context.dtype)
+        key: tuple[object, ...] = (context.srm, context.lrm, context.device, context.dtype)
+        if is_remote(context.lrm):
+            key += (context.lrm_timeout_s, context.lrm_retries)
         with self._lock:
             found = self._pairs.get(key)
         if found is not None:
             return found
         srm = self.load(context.srm, device=context.device, dtype=context.dtype)
-        lrm = self.load(context.lrm, device=context.device, dtype=context.dtype)
-        check_same_tokenizer(srm, lrm)
+        lrm: LoadedModel | RemoteModel
+        if is_remote(context.lrm):
+            # The server's model is taken to share the SRM's tokenizer (ids travel as they are).
+            retry = RetryPolicy(timeout_s=context.lrm_timeout_s, retries=context.lrm_retries)
+            lrm = RemoteModel.connect(context.lrm, srm.tokenizer, retry)
+        else:
+            lrm = self.load(context.lrm, device=context.device, dtype=context.dtype)
+            check_same_tokenizer(srm, lrm)
         made = ModelPair(srm=srm, lrm=lrm, stop_rule=StepStopRule.for_tokenizer(srm.tokenizer))
         with self._lock:
             return self._pairs.setdefault(key, made)
@@ -130,7 +145,7 @@ class RunSession:
             temperature=context.temperature, top_p=context.top_p, seed=context.seed
         )
         self.engine = StepEngine(
-            {"srm": srm, "lrm": ModelRunner(pair.lrm)},
+            {"srm": srm, "lrm": _runner_for(pair.lrm)},
             pair.stop_rule,
             max_step_tokens=context.max_step_tokens,
             sampling=sampling,
@@ -174,6 +189,11 @@ class RunSession:
         """Hold the pair's lock (and inference mode) while running the models."""
         with self.pair.lock, torch.inference_mode():
             yield
+
+
+def _runner_for(model: LoadedModel | RemoteModel) -> ModelRunner | RemoteRunner:
+    """An in-process runner, or the request-per-step runner of a remote model."""
+    return RemoteRunner(model) if isinstance(model, RemoteModel) else ModelRunner(model)
 
 
 class SessionRegistry:

@@ -381,7 +381,6 @@ def test_with_structured_output_goes_through_tool_calling(pair, stub):
     assert graph.inputs[0]["answer_prefix"] == '<tool_call>{"name": "Sum", "arguments": '
 
 
-
 # -- errors -------------------------------------------------------------------------------------
 def test_bad_conversations_are_refused_with_value_errors(pair):
     model = _chat(pair)

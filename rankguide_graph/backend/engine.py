@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rankguide_graph.backend.remote import RemoteRunner
 from rankguide_graph.backend.runner import FeedResult, ModelRunner
 from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
 from rankguide_graph.backend.stopping import StepStopRule, StopReason
@@ -69,7 +70,7 @@ class StepEngine:
 
     def __init__(
         self,
-        runners: dict[str, ModelRunner],
+        runners: dict[str, ModelRunner | RemoteRunner],
         stop_rule: StepStopRule,
         *,
         max_step_tokens: int = 512,
@@ -229,6 +230,8 @@ class StepEngine:
                 f"start (={start}) must be between the prompt length ({self._run.prompt_len}) "
                 f"and the last position ({len(self.sequence) - 1})"
             )
+        if isinstance(runner, RemoteRunner):
+            return runner.prompt_logprobs(self.sequence, start)  # one echo request
         if runner.cached_len > start:
             runner.truncate(start)
         self._catch_up(name, end=start)
@@ -284,7 +287,7 @@ class StepEngine:
         self._run.read_upto[name] = max(read_upto, end - 1)
         return result
 
-    def _runner(self, name: str) -> ModelRunner:
+    def _runner(self, name: str) -> ModelRunner | RemoteRunner:
         if not self.sequence:
             raise RuntimeError("no run in progress: call start(prompt_ids) first")
         try:

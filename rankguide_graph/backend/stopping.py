@@ -107,6 +107,16 @@ class StepStopTracker:
         self._at_delimiter = at_delimiter
         self._tail = ""  # the last len(delimiter) - 1 characters, for split delimiters
 
+    @property
+    def rule(self) -> StepStopRule:
+        """The rule this tracker follows."""
+        return self._rule
+
+    @property
+    def at_delimiter(self) -> bool:
+        """Whether the step ends at the delimiter (``False``: only at EOS, an answer)."""
+        return self._at_delimiter
+
     def stop_reason(self, token_id: int) -> StopReason | None:
         """Feed the next generated token; return why the step ends there, or ``None``."""
         rule = self._rule

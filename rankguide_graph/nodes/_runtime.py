@@ -1,9 +1,15 @@
-"""What every node needs from the runtime: the run settings, the run's session, the stream."""
+"""What every node needs from the runtime: settings, the run's session, the stream, a guard.
+
+The guard (:func:`frees_session_on_error`) drops the session of a run that fails in a node.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
 
 from rankguide_graph.context import RankGuideContext
@@ -31,3 +37,27 @@ def session_of(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> Run
 def emit(runtime: Runtime[RankGuideContext], event: str, **payload: Any) -> None:
     """Send a custom stream event ``{"event": event, ...}`` (``stream_mode="custom"``)."""
     runtime.stream_writer({"event": event, **payload})
+
+
+NodeT = TypeVar("NodeT", bound=Callable[..., dict])
+
+
+def frees_session_on_error(node: NodeT) -> NodeT:
+    """Wrap a node so that a run failing in it drops its session (KV caches) at once.
+
+    A checkpointed run resumed later rebuilds its session from the state, so nothing is lost;
+    LangGraph's own control flow (interrupts, commands to a parent graph) passes through.
+    """
+
+    @functools.wraps(node)
+    def run(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
+        try:
+            return node(state, runtime)
+        except GraphBubbleUp:
+            raise
+        except BaseException:
+            if "run_id" in state:
+                SESSIONS.close(state["run_id"])
+            raise
+
+    return cast(NodeT, run)

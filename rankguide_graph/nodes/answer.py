@@ -4,8 +4,10 @@ The answer model (the LRM for routed policies, as GlimpRouter and SpecReason do;
 choose) continues after the end of thinking until EOS, a stop sequence of the run
 (``answer_stop``) or ``max_answer_tokens``; each piece of text is streamed as it is written
 (``answer_delta`` events), and a forced ``answer_prefix`` (a required tool call's opening) is
-written first. When the model ended the whole text itself (EOS inside thinking) nothing more is
-generated and the answer is the text after ``</think>``, or the last step.
+written first. A remote LRM that fails after its retries hands the answer to the SRM when the
+run allows it (``lrm_fallback``; ``totals["answer_model"]`` says who wrote it). When the model
+ended the whole text itself (EOS inside thinking) nothing more is generated and the answer is
+the text after ``</think>``, or the last step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from langgraph.runtime import Runtime
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.backend.detokenize import IncrementalDetokenizer
+from rankguide_graph.backend.remote import RemoteLRMError
 from rankguide_graph.backend.stopping import THINK_END
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.nodes._runtime import emit, session_of
@@ -50,9 +53,18 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
             for token in prefix_ids:
                 stream.push(token)
         with session.models():
-            step = session.engine.generate_step(
-                model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
-            )
+            try:
+                step = session.engine.generate_step(
+                    model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
+                )
+            except RemoteLRMError as err:
+                if model != "lrm" or not context.lrm_fallback:
+                    raise
+                emit(runtime, "lrm_unavailable", error=str(err))
+                model = "srm"
+                step = session.engine.generate_step(
+                    model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
+                )
         final = stream.finish()
         n_answer, seconds = len(step.token_ids), step.seconds
         stop_reason = step.stop_reason.value

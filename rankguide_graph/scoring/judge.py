@@ -8,14 +8,18 @@ digit average (``"weighted"``). A judge whose top-10 holds no digit gives 0, as 
 
 The judge keeps its own KV cache on the LRM's weights and re-feeds only what changed since its
 last prompt (the prompts of consecutive steps share the problem and the earlier steps), which is
-what vLLM's prefix caching gives SpecReason.
+what vLLM's prefix caching gives SpecReason. A remote LRM is asked for its ``top_logprobs=10``
+instead, exactly as SpecReason asks its vLLM server.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rankguide_graph.backend import LoadedModel, ModelRunner
+from rankguide_graph.backend.remote import RemoteModel
 from rankguide_graph.policies.verification import DIGITS, specreason_score
 from rankguide_graph.prompts.specreason import (
     SPECREASON_JUDGE_INSTRUCTION,
@@ -30,11 +34,11 @@ THINK_START = "<think>"
 class SpecReasonJudge:
     """Scores a draft step with the LRM on SpecReason's judge prompt."""
 
-    def __init__(self, lrm: LoadedModel, mode: str = "greedy") -> None:
+    def __init__(self, lrm: LoadedModel | RemoteModel, mode: str = "greedy") -> None:
         """Judge with ``lrm``; ``mode`` is ``"greedy"`` or ``"weighted"``."""
         self.lrm = lrm
         self.mode = mode
-        self.runner = ModelRunner(lrm)
+        self.runner = ModelRunner(lrm) if isinstance(lrm, LoadedModel) else None
         self._fed: list[int] = []  # the token ids the judge's cache holds
 
     def prompt_text(self, question: str, reasoning: str) -> str:
@@ -68,11 +72,8 @@ class SpecReasonJudge:
                 "input_ids"
             ]
         ]
-        logits = self._logits_after(ids)  # (V,)
-        probs = torch.softmax(logits.float(), dim=-1)
-        top = torch.topk(probs, min(JUDGE_TOP_K, probs.numel()))
         digit_probs: dict[str, float] = {}
-        for p, token in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        for p, token in self._top_after(ids):
             text = str(tokenizer.decode([token])).strip()
             if text in DIGITS:
                 digit_probs[text] = digit_probs.get(text, 0.0) + p
@@ -82,8 +83,17 @@ class SpecReasonJudge:
         shown = ", ".join(f"{d}:{p:.2f}" for d, p in sorted(digit_probs.items()))
         return value, f"judge {self.mode} score {value:.2f} ({shown})"
 
+    def _top_after(self, ids: list[int]) -> list[tuple[float, int]]:
+        """The judge's ``JUDGE_TOP_K`` most likely next tokens as ``(probability, id)``."""
+        if isinstance(self.lrm, RemoteModel):
+            return [(math.exp(lp), t) for t, lp in self.lrm.top_logprobs(ids, JUDGE_TOP_K)]
+        probs = torch.softmax(self._logits_after(ids).float(), dim=-1)  # (V,)
+        top = torch.topk(probs, min(JUDGE_TOP_K, probs.numel()))
+        return list(zip(top.values.tolist(), top.indices.tolist(), strict=True))
+
     def _logits_after(self, ids: list[int]) -> torch.Tensor:
         """Next-token logits after ``ids``, re-feeding only what differs from the last prompt."""
+        assert self.runner is not None  # an in-process LRM
         common = 0
         for a, b in zip(self._fed, ids, strict=False):
             if a != b:
