@@ -230,9 +230,13 @@ class ChatRankGuide(BaseChatModel):
     @property
     def model_name(self) -> str:
         """The name reported in ``response_metadata`` and traces."""
+        from rankguide_graph.backend.remote import is_remote
+
         if self.model:
             return self.model
-        return f"{Path(self.srm or '').name}+{Path(self.lrm or '').name}"
+        lrm = self.lrm or ""
+        lrm_name = lrm.partition("#")[2] or lrm if is_remote(lrm) else Path(lrm).name
+        return f"{Path(self.srm or '').name}+{lrm_name}"
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
