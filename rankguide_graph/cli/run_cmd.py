@@ -29,7 +29,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("question", help="the problem to solve ('-' reads it from stdin)")
     parser.add_argument("--srm", required=True, help="small reasoning model: directory or hub id")
-    parser.add_argument("--lrm", required=True, help="large reasoning model: directory or hub id")
+    parser.add_argument(
+        "--lrm",
+        required=True,
+        help="large reasoning model: directory, hub id, or http://host:port/v1#model (a server)",
+    )
     parser.add_argument("--policy", default="rankguide", help="routing policy (default: rankguide)")
     parser.add_argument("--system", default=None, help="a system prompt for the chat template")
     parser.add_argument("--json", action="store_true", help="print the final output as JSON")
