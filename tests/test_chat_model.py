@@ -235,11 +235,8 @@ def test_stream_with_reasoning_yields_each_step_then_the_answer(pair, reference)
 def test_answer_tokens_are_streamed_by_the_graph_as_they_are_written(pair, reference):
     context = _chat(pair).run_context()
     messages = [{"role": "user", "content": QUESTION}]
-    events = [
-        e
-        for e in build_graph().stream({"messages": messages}, context=context, stream_mode="custom")
-        if e["event"] in ("answer_delta", "answer")
-    ]
+    stream = build_graph().stream({"messages": messages}, context=context, stream_mode="custom")
+    events = [e for e in stream if e["event"] in ("answer_delta", "answer")]
     *deltas, final = events
     assert final["event"] == "answer"
     # one delta per token, except tokens that end in half a character (this random model
@@ -399,6 +396,26 @@ def test_a_conversation_longer_than_the_context_is_refused(pair):
     with pytest.raises(PromptError, match="context of"):
         _chat(pair).invoke([SystemMessage("Be brief."), HumanMessage(long)])
     assert len(SESSIONS) == 0  # refused runs leave no session behind
+
+
+def test_run_settings_reach_the_run_and_bad_ones_are_refused(pair):
+    model = _chat(pair, run_settings={"top_p": 0.9, "lrm_fallback": True})
+    context = model.run_context()
+    assert (context.top_p, context.lrm_fallback) == (0.9, True)
+    with pytest.raises(ValidationError, match=r"unknown settings \['top_q'\]"):
+        _chat(pair, run_settings={"top_q": 0.9})
+    with pytest.raises(ValidationError, match=r"names \['t_e'\], which are fields"):
+        _chat(pair, run_settings={"t_e": 0.5})
+    with pytest.raises(ValidationError, match="top_p"):
+        _chat(pair, run_settings={"top_p": 0})  # checked by the run settings themselves
+
+
+def test_a_stream_abandoned_mid_run_frees_its_session(pair):
+    stream = _chat(pair, reasoning=True).stream(QUESTION)
+    next(stream)  # the first step
+    assert len(SESSIONS) == 1
+    stream.close()
+    assert len(SESSIONS) == 0
 
 
 # -- concurrency --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rankguide_graph.chat.streaming import ContentStream
 from rankguide_graph.chat.tool_calls import parse_tool_calls
@@ -171,6 +171,10 @@ class ChatRankGuide(BaseChatModel):
     """Stop sequences: the answer is cut at the first occurrence of any of them."""
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (callbacks see each chunk)."""
+    run_settings: dict[str, Any] = Field(default_factory=dict)
+    """Further run settings of :class:`~rankguide_graph.context.RankGuideContext` that have no
+    field here, e.g. ``{"device": "cuda", "top_p": 0.95, "lrm_fallback": True,
+    "lrm_retries": 5}`` (a remote LRM's retries and SRM fallback)."""
 
     _pair_settings: dict[str, Any] = PrivateAttr(default_factory=dict)
     """Run settings of the embedded pair that have no field here (e.g. ``entropy_top_k``)."""
@@ -180,6 +184,29 @@ class ChatRankGuide(BaseChatModel):
     @classmethod
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("run_settings")
+    @classmethod
+    def _known_run_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import fields
+
+        from rankguide_graph.context import RankGuideContext
+
+        known = {f.name for f in fields(RankGuideContext)}
+        own = set(_CONTEXT_FIELDS) | {"max_answer_tokens"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"run_settings has unknown settings {unknown}: use names of RankGuideContext "
+                f"({', '.join(sorted(known - own))})"
+            )
+        doubled = sorted(set(value) & own)
+        if doubled:
+            raise ValueError(
+                f"run_settings names {doubled}, which are fields of ChatRankGuide: set "
+                "them as ChatRankGuide(...) arguments instead"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_settings(self) -> ChatRankGuide:
@@ -217,6 +244,7 @@ class ChatRankGuide(BaseChatModel):
         from rankguide_graph.context import RankGuideContext
 
         settings: dict[str, Any] = dict(self._pair_settings)
+        settings.update(self.run_settings)
         settings.update({name: getattr(self, name) for name in _CONTEXT_FIELDS})
         settings["max_answer_tokens"] = self.max_tokens
         settings.update(overrides)
@@ -311,27 +339,37 @@ class ChatRankGuide(BaseChatModel):
         stops = self._stops(stop)
         content = ContentStream(stops, tools=bool(tools))
         steps: list[dict[str, Any]] = []
-        for event in _graph().stream(inputs, context=context, stream_mode="custom"):
-            kind = event.get("event") if isinstance(event, dict) else None
-            if kind == "step":
-                steps.append(event["step"])
-                if self.reasoning:
-                    chunk = _step_chunk(event["step"])
+        run_id: str | None = None  # set while the run is open
+        try:
+            for event in _graph().stream(inputs, context=context, stream_mode="custom"):
+                kind = event.get("event") if isinstance(event, dict) else None
+                if kind == "run":
+                    run_id = event["run_id"]
+                elif kind == "step":
+                    steps.append(event["step"])
+                    if self.reasoning:
+                        chunk = _step_chunk(event["step"])
+                        if run_manager:
+                            run_manager.on_llm_new_token("", chunk=chunk)
+                        yield chunk
+                elif kind == "answer_delta":
+                    released = content.push(event["text"])
+                    if released:
+                        chunk = ChatGenerationChunk(message=AIMessageChunk(content=released))
+                        if run_manager:
+                            run_manager.on_llm_new_token(released, chunk=chunk)
+                        yield chunk
+                elif kind == "answer":
+                    run_id = None  # the answer node has closed the run
+                    chunk = self._last_chunk(event, stops, steps, content, tools=bool(tools))
                     if run_manager:
-                        run_manager.on_llm_new_token("", chunk=chunk)
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            elif kind == "answer_delta":
-                released = content.push(event["text"])
-                if released:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=released))
-                    if run_manager:
-                        run_manager.on_llm_new_token(released, chunk=chunk)
-                    yield chunk
-            elif kind == "answer":
-                chunk = self._last_chunk(event, stops, steps, content, tools=bool(tools))
-                if run_manager:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        finally:
+            if run_id is not None:  # the caller stopped reading mid-run: free its caches now
+                from rankguide_graph.session import SESSIONS
+
+                SESSIONS.close(run_id)
 
     def _last_chunk(
         self,
@@ -382,7 +420,7 @@ class ChatRankGuide(BaseChatModel):
             tools = None  # the model is not offered the tools at all
         overrides = {
             name: kwargs[name]
-            for name in ("temperature", "seed", "max_steps", "max_step_tokens")
+            for name in ("temperature", "top_p", "seed", "max_steps", "max_step_tokens")
             if kwargs.get(name) is not None
         }
         if kwargs.get("max_tokens") is not None:

@@ -16,6 +16,7 @@ from rankguide_graph.cli import (
     eval_cmd,
     graph_cmd,
     run_cmd,
+    serve_cmd,
     steer_eval_cmd,
     train_demo_cmd,
 )
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate_cmd.register(commands)
     steer_eval_cmd.register(commands)
     train_demo_cmd.register(commands)
+    serve_cmd.register(commands)
     return parser
 
 

@@ -10,7 +10,7 @@ from langgraph.types import Overwrite
 from rankguide_graph.backend import encode_conversation, encode_question
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import PromptError
-from rankguide_graph.nodes._runtime import context_of
+from rankguide_graph.nodes._runtime import context_of, emit
 from rankguide_graph.session import SESSIONS
 from rankguide_graph.state import ReasoningState
 
@@ -34,6 +34,7 @@ def prepare(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     except BaseException:
         SESSIONS.close(run_id)  # a refused prompt leaves nothing to resume: free the session
         raise
+    emit(runtime, "run", run_id=run_id)  # a consumer that stops reading can free the session
     return {
         "question": question_of(state),
         "run_id": run_id,
