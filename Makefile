@@ -38,6 +38,8 @@ bench: venv
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_chat.py
+	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_remote_lrm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

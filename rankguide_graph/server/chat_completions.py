@@ -2,11 +2,10 @@
 
 The chat model is built once at start-up (``reasoning=True``); a request binds what it asks
 for: ``stop``, ``max_tokens``/``max_completion_tokens`` (the answer's tokens; the reasoning has
-its own budgets), ``temperature``, ``seed``, ``tools``/``tool_choice`` (through
+its own budgets), ``temperature``, ``top_p``, ``seed``, ``tools``/``tool_choice`` (through
 ``bind_tools``; ``tool_choice="none"`` leaves the tools out), and in the extra ``rankguide``
 field ``trace`` (a per-request copy with ``include_trace=True``), ``max_steps`` and
-``max_step_tokens``. ``top_p`` is accepted and not used (the chat model takes no per-call
-``top_p``); ``n`` must be 1 and ``logprobs`` is refused (use ``/v1/completions``).
+``max_step_tokens``. ``n`` must be 1 and ``logprobs`` is refused (use ``/v1/completions``).
 """
 
 from __future__ import annotations
@@ -103,6 +102,7 @@ def plan_chat(body: ChatCompletionRequest, server: Any) -> ChatPlan:
     settings = {
         "max_tokens": max_tokens,
         "temperature": body.temperature,
+        "top_p": body.top_p,
         "seed": body.seed,
         "max_steps": options.max_steps,
         "max_step_tokens": options.max_step_tokens,
