@@ -129,7 +129,8 @@ class ChatRankGuide(BaseChatModel):
     srm: str | None = None
     """The small reasoning model: a local directory or a hub id."""
     lrm: str | None = None
-    """The large reasoning model: a local directory or a hub id (same tokenizer as the SRM)."""
+    """The large reasoning model: a local directory, a hub id, or an OpenAI-compatible server
+    ``http://host:port/v1#model-name`` (same tokenizer as the SRM)."""
     model: str | None = None
     """A name for the pair (reported as ``model_name``); ``"demo"`` is reserved for the embedded
     demo pair. ``None``: named after the two checkpoints."""
