@@ -39,7 +39,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.backend.runner import FeedResult
 from rankguide_graph.backend.sampling import TokenSampler
-from rankguide_graph.backend.stopping import StepStopTracker, StopReason
+from rankguide_graph.backend.stopping import StepStopTracker, StopReason, step_end
 from rankguide_graph.errors import ConfigError, RankGuideError
 
 TOKEN_ID_PREFIX = "token_id:"
@@ -348,16 +348,13 @@ class RemoteRunner:
     ) -> tuple[list[int], StopReason]:
         """One request for the whole step, cut where the local stop rule ends it."""
         rule, at_delimiter = tracker.rule, tracker.at_delimiter
-        stop_ids = set(rule.eos_ids)
-        if at_delimiter:
-            stop_ids |= rule.delimiter_ids | rule.think_end_ids
         config = sampler.config
         started = time.perf_counter()
         try:
             ids = self.loaded.continuation(
                 self._seen,
                 max_new_tokens,
-                stop_ids=sorted(stop_ids),
+                stop_ids=sorted(rule.stop_ids(at_delimiter=at_delimiter)),
                 stop=[rule.delimiter] if at_delimiter and rule.delimiter else [],
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -368,13 +365,9 @@ class RemoteRunner:
         tokens: list[int] = []
         for token in ids[:max_new_tokens]:
             tokens.append(token)
-            reason = tracker.stop_reason(token)
+            reason = step_end(tracker, token, on_token)
             if reason is not None:
-                if on_token is not None:
-                    on_token(token)
                 return tokens, reason
-            if on_token is not None and on_token(token):
-                return tokens, StopReason.STOP_SEQUENCE
         if len(tokens) >= max_new_tokens:
             return tokens, StopReason.MAX_STEP_TOKENS
         if not tokens:

@@ -22,7 +22,7 @@ from rankguide_graph.backend.capture import capture_layer_input
 from rankguide_graph.backend.layers import check_layer, decoder_layers, middle_layer
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.sampling import TokenSampler
-from rankguide_graph.backend.stopping import StepStopTracker, StopReason
+from rankguide_graph.backend.stopping import StepStopTracker, StopReason, step_end
 from rankguide_graph.steering.hook import add_at_positions
 from rankguide_graph.steering.vector import SteeringVector
 
@@ -178,8 +178,8 @@ class ModelRunner:
 
         Runs a plain token-by-token loop (no ``generate``): batch 1, no padding, so the model's
         own forward derives positions from the cache. Greedy output equals ``generate``'s.
-        ``on_token`` sees each sampled token (streaming) and returns ``True`` to end the step
-        there (a stop sequence); the stop rule is checked first.
+        ``on_token`` sees each sampled token (streaming) and may end the step there
+        (:func:`~rankguide_graph.backend.stopping.step_end`).
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
@@ -192,13 +192,9 @@ class ModelRunner:
             while True:
                 token = sampler(logits)
                 new_tokens.append(token)
-                reason = tracker.stop_reason(token)
+                reason = step_end(tracker, token, on_token)
                 if reason is not None:
-                    if on_token is not None:
-                        on_token(token)
                     return new_tokens, reason
-                if on_token is not None and on_token(token):
-                    return new_tokens, StopReason.STOP_SEQUENCE
                 if len(new_tokens) >= max_new_tokens:
                     return new_tokens, StopReason.MAX_STEP_TOKENS
                 input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)

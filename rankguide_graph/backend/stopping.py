@@ -14,6 +14,7 @@ split case, a few characters of string work (the notes measured ``stop_strings=`
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -96,6 +97,12 @@ class StepStopRule:
         """A fresh per-step tracker; ``at_delimiter=False`` stops only at EOS (an answer)."""
         return StepStopTracker(self, at_delimiter=at_delimiter)
 
+    def stop_ids(self, *, at_delimiter: bool = True) -> frozenset[int]:
+        """The ids that end a step on their own (a delimiter split over tokens is not here)."""
+        if not at_delimiter:
+            return self.eos_ids
+        return self.delimiter_ids | self.eos_ids | self.think_end_ids
+
 
 class StepStopTracker:
     """Follows one step token by token and says when it ends."""
@@ -137,3 +144,18 @@ class StepStopTracker:
                 return StopReason.DELIMITER
             self._tail = text[-keep:]
         return None
+
+
+def step_end(
+    tracker: StepStopTracker, token_id: int, on_token: Callable[[int], bool] | None
+) -> StopReason | None:
+    """Why a step ends at ``token_id``: the stop rule first, then the caller's ``on_token``.
+
+    ``on_token`` sees every token (streaming) and may end the step by returning ``True``
+    (:attr:`StopReason.STOP_SEQUENCE`); it is shown the token that ends a step too.
+    """
+    reason = tracker.stop_reason(token_id)
+    wants_stop = on_token is not None and on_token(token_id)
+    if reason is not None:
+        return reason
+    return StopReason.STOP_SEQUENCE if wants_stop else None
