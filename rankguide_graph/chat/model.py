@@ -317,9 +317,9 @@ class ChatRankGuide(BaseChatModel):
     ) -> ChatResult:
         inputs, context, tools = self._prepare(messages, stop, kwargs)
         out = _graph().invoke(inputs, context=context)
-        answer, finish = _cut(out["answer"], self._stops(stop), out["totals"])
+        finish = _finish_reason(out["totals"])
         message = AIMessage(
-            content=answer,
+            content=out["answer"],  # cut at the stop sequences by the graph (answer_stop)
             usage_metadata=_usage(out["totals"]),
             response_metadata=self._metadata(out["totals"], finish, out["steps"]),
         )
@@ -362,7 +362,7 @@ class ChatRankGuide(BaseChatModel):
                         yield chunk
                 elif kind == "answer":
                     run_id = None  # the answer node has closed the run
-                    chunk = self._last_chunk(event, stops, steps, content, tools=bool(tools))
+                    chunk = self._last_chunk(event, steps, content, tools=bool(tools))
                     if run_manager:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
@@ -375,16 +375,14 @@ class ChatRankGuide(BaseChatModel):
     def _last_chunk(
         self,
         event: dict[str, Any],
-        stops: list[str],
         steps: list[dict[str, Any]],
         content: ContentStream,
         *,
         tools: bool,
     ) -> ChatGenerationChunk:
         """The rest of the content, the tool call chunks, usage and response metadata."""
-        totals = event["totals"]
-        answer, finish = _cut(event["answer"], stops, totals)
-        metadata = self._metadata(totals, finish, steps)
+        totals, answer = event["totals"], event["answer"]
+        metadata = self._metadata(totals, _finish_reason(totals), steps)
         chunks = []
         if tools:
             parsed = parse_tool_calls(answer)
@@ -497,15 +495,9 @@ def _graph() -> ReasoningGraph:
     return build_graph(name="ChatRankGuide")
 
 
-def _cut(answer: str, stops: list[str], totals: dict[str, Any]) -> tuple[str, str]:
-    """Cut ``answer`` at the first stop sequence; the finish reason with it."""
-    cut_at = min((answer.find(s) for s in stops if s in answer), default=-1)
-    if cut_at >= 0:
-        return answer[:cut_at], "stop"
-    finish: Literal["stop", "length"] = (
-        "length" if totals.get("answer_stop_reason") in _LENGTH_STOPS else "stop"
-    )
-    return answer, finish
+def _finish_reason(totals: dict[str, Any]) -> Literal["stop", "length"]:
+    """``length`` when the answer was cut at its token budget, else ``stop``."""
+    return "length" if totals.get("answer_stop_reason") in _LENGTH_STOPS else "stop"
 
 
 def _usage(totals: dict[str, Any]) -> UsageMetadata:

@@ -21,7 +21,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.backend.detokenize import IncrementalDetokenizer
 from rankguide_graph.backend.remote import RemoteLRMError
-from rankguide_graph.backend.stopping import THINK_END
+from rankguide_graph.backend.stopping import THINK_END, StopReason
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.nodes._runtime import emit, session_of
 from rankguide_graph.session import SESSIONS
@@ -42,6 +42,9 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         text = reasoning.split(THINK_END, 1)[1] if THINK_END in reasoning else steps[-1]["text"]
         final = str(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
         emit(runtime, "answer_delta", text=final)
+        cut = cut_at_stop(final, context.answer_stop or [])
+        if cut != final:
+            final, stop_reason = cut, StopReason.STOP_SEQUENCE.value
     else:
         stream = AnswerStream(tokenizer, context.answer_stop, lambda d: emit_delta(runtime, d))
         prefix = state.get("answer_prefix") or ""
