@@ -55,6 +55,9 @@ def test_a_stop_sequence_is_never_released_even_split_over_pieces():
     # a partial stop that turns out to be text is released once that is clear
     stream = ContentStream(["\nObs"])
     assert _release(stream, ["a\nO", "k"]) == ["a", "\nOk"]
+    # the answer is cut before it is stripped: a stop in the leading whitespace empties it
+    stream = ContentStream(["\n"])
+    assert _release(stream, ["\n\nAnswer", ": 5"]) == ["", ""]
 
 
 def test_tool_call_blocks_are_held_back_and_the_rest_comes_at_the_end():

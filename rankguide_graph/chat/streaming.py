@@ -1,7 +1,7 @@
 """The answer's content as it streams: what can be shown now without ever taking it back.
 
 The graph streams the answer's raw text (``answer_delta`` events). The finished message's content
-is that text stripped, cut before the first stop sequence and, with tools bound, without its
+is that text cut before the first stop sequence, stripped and, with tools bound, without its
 ``<tool_call>`` blocks. :class:`ContentStream` releases a delta only when no later text can
 change it, so the streamed chunks add up to exactly the content ``invoke`` returns: it holds
 back leading and trailing whitespace, any tail that could be the start of a stop sequence or of
@@ -30,13 +30,13 @@ class ContentStream:
     def push(self, delta: str) -> str:
         """Add raw answer text; return the content that can now be released (maybe empty)."""
         self._raw += delta
-        text = self._raw.lstrip()
+        text = self._raw  # cut as the answer is: at the raw text's first stop, then stripped
         ends = [text.find(marker) for marker in self._markers if marker in text]
         if ends:
             text = text[: min(ends)]
         else:
             text = text[: len(text) - self._partial_marker(text)]
-        text = text.rstrip()
+        text = text.strip()
         if len(text) <= len(self.emitted):
             return ""
         released = text[len(self.emitted) :]
