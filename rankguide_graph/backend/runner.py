@@ -41,6 +41,15 @@ class FeedResult:
     """``log p(tokens[i + 1] | ..., tokens[i])`` for i < T - 1, (T - 1,) float32; on request."""
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id lists: what a cache of ``a`` can keep."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 class ModelRunner:
     """Step-wise generation for one causal LM with a cache that lives for a whole run."""
 

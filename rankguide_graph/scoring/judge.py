@@ -20,6 +20,7 @@ import torch
 
 from rankguide_graph.backend import LoadedModel, ModelRunner
 from rankguide_graph.backend.remote import RemoteModel
+from rankguide_graph.backend.runner import common_prefix
 from rankguide_graph.policies.verification import DIGITS, specreason_score
 from rankguide_graph.prompts.specreason import (
     SPECREASON_JUDGE_INSTRUCTION,
@@ -94,12 +95,7 @@ class SpecReasonJudge:
     def _logits_after(self, ids: list[int]) -> torch.Tensor:
         """Next-token logits after ``ids``, re-feeding only what differs from the last prompt."""
         assert self.runner is not None  # an in-process LRM
-        common = 0
-        for a, b in zip(self._fed, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        self.runner.truncate(common)
+        self.runner.truncate(common_prefix(self._fed, ids))
         cached = self.runner.cached_len
         if cached < len(ids) or self.runner.next_logits is None:
             self.runner.feed(ids[cached:])

@@ -16,15 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from rankguide_graph.backend.loading import LoadedModel
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two id lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+from rankguide_graph.backend.runner import common_prefix
 
 
 class PrefixCache:
