@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from rankguide_graph.backend import LoadedModel, load_causal_lm
 from rankguide_graph.tiny_models import ARCHITECTURES, build_tokenizer, save_tiny_model
@@ -54,3 +55,13 @@ def _quiet_transformers():
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: tiny models decode several times faster on one thread
+    than on two busy cores (use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,13 +36,7 @@ from rankguide_graph.steering.traces import TraceBudget, record_trace, record_tr
 EXE, WAIT, ALT = "Compute 2 + 3 = 5.", "Wait, let me check.", "Alternatively, try 3."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models decode ~8x faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sample(ident, texts, states):

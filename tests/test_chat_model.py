@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -32,13 +31,7 @@ QUESTION = "Add 5 and 9."
 BUDGET = dict(max_steps=3, max_step_tokens=16, max_tokens=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far faster than on two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

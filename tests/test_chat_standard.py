@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytest
-import torch
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
@@ -28,13 +27,7 @@ MODEL_PARAMS = pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], 
 SCHEMA_TYPES = pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far faster than on two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _TinyPair:

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).with_name("langgraph")  # the venv's CLI, not one on PATH
@@ -46,12 +46,6 @@ DROPPED_ENV = (
     "LANGGRAPH_CLOUD_LICENSE_KEY",
     "LANGSMITH_ENDPOINT",
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _is_ok(url: str) -> bool:
@@ -86,7 +80,7 @@ def server_url(tmp_path_factory):
     if importlib.util.find_spec("langgraph_sdk") is None:
         pytest.skip("langgraph-sdk is not installed: pip install langgraph-sdk")
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
     env.update(OFFLINE_ENV)

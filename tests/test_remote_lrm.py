@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
+from loopback import free_port
 
 from rankguide_graph.backend.remote import (
     CompletionsClient,
@@ -42,23 +42,12 @@ BUDGET = dict(max_steps=5, max_step_tokens=16, max_answer_tokens=8)
 ROUTED = dict(t_e=3.0, window=2, t_r1=3, t_r2=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _start_server(pair: dict[str, Path], log: Path) -> tuple[subprocess.Popen, str]:
     """``rankguide serve`` for ``pair`` on a free port; returns the process and its API root."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "rankguide_graph.cli", "serve", "--srm", str(pair["srm"]),
                "--lrm", str(pair["lrm"]), "--port", str(port)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -169,7 +158,7 @@ def test_bad_remote_names_are_refused_with_the_fix(pair, lrm_server):
         POOL.pair(_context(pair, base, "lrm-only"))  # three models, none named
     with pytest.raises(ConfigError, match="must look like http://host:port/v1#model-name"):
         RemoteSpec.parse("http://#m")
-    closed = f"http://127.0.0.1:{_free_port()}/v1#m"
+    closed = f"http://127.0.0.1:{free_port()}/v1#m"
     with pytest.raises(RemoteLRMError, match="failed after 1 tries .*ConnectError"):
         POOL.pair(_context(pair, closed, "lrm-only", lrm_retries=0))
 

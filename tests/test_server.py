@@ -28,6 +28,7 @@ import torch
 import uvicorn
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.tool import tool_call_chunk
+from loopback import free_port
 
 from rankguide_graph.chat import ChatRankGuide
 from rankguide_graph.cli import main
@@ -41,25 +42,13 @@ PROMPT = "Step 1 + 2 = 3.\n\nSo"
 USER = [{"role": "user", "content": QUESTION}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far faster than on two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def demo_cli() -> Iterator[tuple[subprocess.Popen, str]]:
     """``rankguide serve --model demo`` in a subprocess, started first so it boots meanwhile."""
-    port = _free_port()
+    port = free_port()
     script = Path(sys.executable).parent / "rankguide"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(

@@ -18,13 +18,7 @@ BUDGET = dict(max_steps=5, max_step_tokens=24, max_answer_tokens=4)
 BUDGET_ARGS = ["--max-steps", "5", "--max-step-tokens", "24", "--max-answer-tokens", "4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models decode ~8x faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
