@@ -157,7 +157,7 @@ def timed_forwards(models: dict[str, LoadedModel], log: ForwardLog) -> Iterator[
 
         def before(_module, args, kwargs, pending=pending):
             ids = kwargs.get("input_ids", args[0] if args else None)
-            cache = kwargs.get("past_key_values")
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
             cached = int(cache.get_seq_length()) if cache is not None else 0
             pending["call"] = (int(ids.shape[-1]), cached, time.perf_counter())
 

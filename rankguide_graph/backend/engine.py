@@ -91,8 +91,12 @@ class StepEngine:
         self._run = _RunState()
 
     # -- run lifecycle --------------------------------------------------------------------------
-    def start(self, prompt_ids: Sequence[int]) -> None:
-        """Begin a run on ``prompt_ids`` (already templated); resets every model's cache."""
+    def start(self, prompt_ids: Sequence[int], *, reserve: int | None = None) -> None:
+        """Begin a run on ``prompt_ids`` (already templated); resets every model's cache.
+
+        ``reserve`` is the most tokens the run will hold (prompt included): each cache is
+        allocated for that once, up front, instead of growing as the text does.
+        """
         prompt = [int(t) for t in prompt_ids]
         if not prompt:
             raise PromptError("prompt_ids is empty: encode a non-empty prompt first")
@@ -104,7 +108,7 @@ class StepEngine:
                     f"context of {limit}: shorten the prompt to fewer than {limit} tokens"
                 )
         for runner in self.runners.values():
-            runner.reset()
+            runner.reset(reserve)
         self.sequence = prompt
         self._run = _RunState(prompt_len=len(prompt))
 
@@ -115,6 +119,7 @@ class StepEngine:
         prompt_len: int,
         step_ends: Sequence[int],
         delimiter_ends: Sequence[int] = (),
+        reserve: int | None = None,
     ) -> None:
         """Resume a run from its text (e.g. a checkpoint): caches are rebuilt lazily.
 
@@ -133,7 +138,7 @@ class StepEngine:
             raise PromptError(
                 f"step_ends (={ends}) must lie in [prompt_len={prompt_len}, {len(tokens)})"
             )
-        self.start(tokens[:prompt_len])
+        self.start(tokens[:prompt_len], reserve=reserve)
         self.sequence = tokens
         self._run.step_ends = ends
         self._run.delimiter_ends = {int(p) for p in delimiter_ends if int(p) in set(ends)}

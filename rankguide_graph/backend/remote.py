@@ -310,8 +310,8 @@ class RemoteRunner:
         """Never held: a remote runner is read through ``decode`` and the scoring calls."""
         return None
 
-    def reset(self) -> None:
-        """Forget the text (a new run)."""
+    def reset(self, capacity: int | None = None) -> None:
+        """Forget the text (a new run); ``capacity`` is the server's concern, not ours."""
         self._seen = []
         self.tokens_fed = 0
         self.forward_seconds = 0.0

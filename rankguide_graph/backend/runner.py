@@ -7,6 +7,11 @@ sampled token that is *not* fed yet, exactly like ``generate``: the cache lags t
 token, and the next ``feed`` (the step boundary) sends the delimiter together with anything the
 other model added. That boundary pass is where the step hidden state is read and where steering is
 applied (performance notes: "one explicit forward over the model's uncached tail").
+
+The cache is a :class:`~rankguide_graph.backend.kv_cache.KVCache` sized for the run
+(``reset(capacity=...)``): written in place, never concatenated, rolled back in O(1). With
+``compile=True`` it is static and the decode loop's one-token forward runs through
+:mod:`~rankguide_graph.backend.compiled_decode`; ``feed`` (hooks, steering) always runs eagerly.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
+from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.capture import capture_layer_input
+from rankguide_graph.backend.compiled_decode import CompiledDecoder, compiled_decoder
+from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
 from rankguide_graph.backend.layers import check_layer, decoder_layers, middle_layer
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.sampling import TokenSampler
@@ -60,8 +67,13 @@ class ModelRunner:
         layer: int | None = None,
         steering: SteeringVector | None = None,
         alpha: float = 1.0,
+        compile: bool = False,
     ) -> None:
-        """Wrap ``loaded``; ``layer`` is the signal layer (default: the middle one)."""
+        """Wrap ``loaded``; ``layer`` is the signal layer (default: the middle one).
+
+        ``compile`` runs the decode loop's one-token forward through ``torch.compile`` over a
+        static cache (CUDA graphs on CUDA); the first compiled call is checked against eager.
+        """
         self.loaded = loaded
         self.model = loaded.model
         self.layer = check_layer(
@@ -74,7 +86,9 @@ class ModelRunner:
         self.tokens_fed = 0
         self.forward_seconds = 0.0
         """Time in ``feed`` passes and ``decode`` loops (sampling and stop checks included)."""
-        self.cache = DynamicCache(config=self.model.config)
+        self._keyword = cache_keyword(self.model)
+        self.decoder: CompiledDecoder | None = compiled_decoder(self.model) if compile else None
+        self.kv = KVCache(self.model, "static" if compile else "growing", CHUNK_TOKENS)
         self._next_logits: torch.Tensor | None = None
 
     # -- state ----------------------------------------------------------------------------------
@@ -86,7 +100,7 @@ class ModelRunner:
     @property
     def cached_len(self) -> int:
         """Number of sequence positions held in the KV cache."""
-        return int(self.cache.get_seq_length())
+        return self.kv.length
 
     @property
     def next_logits(self) -> torch.Tensor | None:
@@ -99,9 +113,15 @@ class ModelRunner:
             steering.check_model(self.loaded.hidden_size, self.loaded.num_layers, self.name)
         self.steering, self.alpha = steering, float(alpha)
 
-    def reset(self) -> None:
-        """Forget the cache and the counters (a new run)."""
-        self.cache = DynamicCache(config=self.model.config)
+    def reset(self, capacity: int | None = None) -> None:
+        """Empty the cache and the counters for a new run of up to ``capacity`` positions.
+
+        The buffers are reused when they are large enough, and allocated once for the whole
+        run otherwise (a run that goes past ``capacity`` still works: the cache grows).
+        """
+        if capacity is not None and self.loaded.max_context is not None:
+            capacity = min(capacity, self.loaded.max_context)
+        self.kv.reset(capacity)
         self._next_logits = None
         self.tokens_fed = 0
         self.forward_seconds = 0.0
@@ -115,8 +135,7 @@ class ModelRunner:
         cached = self.cached_len
         if cached < length or (cached == length and self._next_logits is not None):
             return
-        keep = max(length - 1, 0)
-        self.cache.crop(-(cached - keep))
+        self.kv.truncate(max(length - 1, 0))
         self._next_logits = None
 
     # -- forward passes -------------------------------------------------------------------------
@@ -151,6 +170,7 @@ class ModelRunner:
         if self.steering is not None:
             vector, steered_module = self.steering.vector, self._layers[self.steering.layer]
         started = time.perf_counter()
+        self.kv.ensure(self.kv.length + len(tokens))
         # Capture is registered first: on a shared layer it reads the state before steering.
         with (
             capture_layer_input(layer_module, capture_idx) as captured,
@@ -158,10 +178,11 @@ class ModelRunner:
         ):
             out = self.model(
                 input_ids=input_ids,
-                past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=0 if token_logprobs else 1,
+                **{self._keyword: self.kv.cache},
             )
+        self.kv.written(len(tokens))
         self.forward_seconds += time.perf_counter() - started
         self.tokens_fed += len(tokens)
         logits = out.logits[0, -1].float().cpu()  # (V,)
@@ -207,8 +228,18 @@ class ModelRunner:
                 if len(new_tokens) >= max_new_tokens:
                     return new_tokens, StopReason.MAX_STEP_TOKENS
                 input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-                out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+                logits = self._decode_one(input_ids)  # (V,)
                 self.tokens_fed += 1
-                logits = out.logits[0, -1]  # (V,)
         finally:
             self.forward_seconds += time.perf_counter() - started
+
+    def _decode_one(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """One token (1, 1) through the model, compiled when asked; next-token logits (V,)."""
+        self.kv.ensure(self.kv.length + 1)
+        if self.decoder is not None:
+            logits = self.decoder(input_ids, self.kv)
+        else:
+            out = self.model(input_ids=input_ids, use_cache=True, **{self._keyword: self.kv.cache})
+            logits = out.logits[0, -1]
+        self.kv.written(1)
+        return logits

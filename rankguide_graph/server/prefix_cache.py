@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 
 import torch
-from transformers import DynamicCache
 
+from rankguide_graph.backend.cache_keyword import cache_keyword
+from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.runner import common_prefix
 
@@ -26,7 +27,8 @@ class PrefixCache:
         """``lock`` guards the model (shared with the graph's runs on the same pair)."""
         self.loaded = loaded
         self.lock = lock
-        self.cache = DynamicCache(config=loaded.model.config)
+        self.kv = KVCache(loaded.model, "growing", CHUNK_TOKENS)
+        self._keyword = cache_keyword(loaded.model)
         self.ids: list[int] = []
         """The token ids whose keys and values the cache holds, in order."""
         self.reused_tokens = 0
@@ -36,7 +38,7 @@ class PrefixCache:
 
     def reset(self) -> None:
         """Forget the cache."""
-        self.cache = DynamicCache(config=self.loaded.model.config)
+        self.kv.reset()
         self.ids = []
 
     def prefill(self, prompt: list[int], *, all_logits: bool = False) -> torch.Tensor:
@@ -51,13 +53,8 @@ class PrefixCache:
         if keep == 0:
             self.reset()
         elif keep < len(self.ids):
-            try:
-                self.cache.crop(-(len(self.ids) - keep))  # negative: positions to drop
-            except (ValueError, RuntimeError, NotImplementedError):  # e.g. a full sliding window
-                self.reset()
-                keep = 0
-            else:
-                self.ids = self.ids[:keep]
+            self.kv.truncate(keep)  # O(1): the kept positions stay where they are
+            self.ids = self.ids[:keep]
         self.reused_tokens += keep
         logits = self._forward(prompt[keep:], all_logits=all_logits)  # (T, V) or (1, V)
         return logits if all_logits else logits[-1]
@@ -72,13 +69,14 @@ class PrefixCache:
         try:
             out = self.loaded.model(
                 input_ids=input_ids,
-                past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=0 if all_logits else 1,
+                **{self._keyword: self.kv.cache},
             )
         except BaseException:
             self.reset()  # the cache may hold part of this pass: start clean next time
             raise
+        self.kv.written(len(tokens))
         self.ids.extend(tokens)
         self.fed_tokens += len(tokens)
         return out.logits[0].float()  # (T, V) or (1, V)
