@@ -102,6 +102,10 @@ class RankGuideContext:
     """``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when present."""
     dtype: str | None = None
     """``"bfloat16"``, ``"float32"``, ...; ``None``: bf16 on CUDA, fp32 on CPU."""
+    compile: bool = False
+    """Decode through ``torch.compile`` over a static KV cache (CUDA graphs on CUDA); boundary
+    passes (hidden-state capture, steering, catch-up prefills) stay eager. Greedy output is the
+    same as eager; it pays off on GPUs, not on CPUs (README). The first call compiles."""
 
     # -- a remote LRM ---------------------------------------------------------------------------
     lrm_timeout_s: float = 60.0
@@ -145,6 +149,8 @@ class RankGuideContext:
         check_number("top_p", self.top_p, minimum=0.0, maximum=1.0)
         if self.top_p == 0:
             raise ConfigError("top_p (=0) must be > 0: use temperature=0 for greedy decoding")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile (={self.compile!r}) must be True or False")
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
         for name in ("srm", "lrm", "steering_vector", "step_scorer", "policy"):

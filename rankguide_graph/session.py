@@ -6,7 +6,9 @@
   with a KV cache per model, the SRM's window of step hidden states, the latest SRM observation
   and the policy's scorers. Nodes find it by the state's ``run_id``; when it is gone (a new
   process, a resumed checkpoint) or its text differs from the state's, it is rebuilt from the
-  state's token ids, and the caches refill on the next forward pass.
+  state's token ids, and the caches refill on the next forward pass. Whether it is in sync is
+  one comparison of ``sequence_version`` (a token the session draws whenever its text changes),
+  never a comparison of the token lists, so a node's cost does not grow with the text.
 
 Weights are shared and hooks are registered on shared modules, so model work of concurrent runs
 on one pair is serialised by the pair's lock (each node holds it while it runs the models).
@@ -23,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from langgraph.types import Overwrite
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rankguide_graph.backend import (
@@ -47,7 +50,7 @@ from rankguide_graph.errors import ConfigError
 from rankguide_graph.policies.base import RoutingPolicy
 from rankguide_graph.policies.registry import get_policy_class
 from rankguide_graph.signals import RankWindow
-from rankguide_graph.state import ReasoningState
+from rankguide_graph.state import KeepTokens, ReasoningState, TokenEdit
 from rankguide_graph.steering import load_steering_vector
 
 MAX_SESSIONS = 16
@@ -140,12 +143,18 @@ class RunSession:
         steering = None
         if context.steering_vector is not None:
             steering = load_steering_vector(context.steering_vector)
-        srm = ModelRunner(pair.srm, layer=context.layer, steering=steering, alpha=context.alpha)
+        srm = ModelRunner(
+            pair.srm,
+            layer=context.layer,
+            steering=steering,
+            alpha=context.alpha,
+            compile=context.compile,
+        )
         sampling = SamplingConfig(
             temperature=context.temperature, top_p=context.top_p, seed=context.seed
         )
         self.engine = StepEngine(
-            {"srm": srm, "lrm": _runner_for(pair.lrm)},
+            {"srm": srm, "lrm": _runner_for(pair.lrm, compile=context.compile)},
             pair.stop_rule,
             max_step_tokens=context.max_step_tokens,
             sampling=sampling,
@@ -153,6 +162,9 @@ class RunSession:
         self.window = RankWindow(context.window)
         self.observation: Observation | None = None
         """The SRM's view at the current end of the text (set by the steer node)."""
+        self.version: str | None = None
+        """The ``sequence_version`` of the engine's text (see :meth:`text_update`); ``None``
+        until the engine holds a text. A checkpoint of the first state layout has none: ``""``."""
         self.policy: RoutingPolicy = get_policy_class(context.policy)(context)
         self.policy.setup(self)
 
@@ -161,10 +173,48 @@ class RunSession:
         """The shared tokenizer."""
         return self.pair.srm.tokenizer
 
+    def capacity(self, prompt_len: int) -> int:
+        """Most tokens a run on a prompt of ``prompt_len`` can hold, from the run's budgets.
+
+        The thinking budget may be overshot by one step, and the closing marker, an answer
+        prefix and the answer follow it; the caches are allocated for this once per run.
+        """
+        context = self.context
+        slack = 64  # the end-of-thinking marker and an answer prefix
+        return (
+            prompt_len
+            + context.max_thinking_tokens
+            + context.max_step_tokens
+            + context.max_answer_tokens
+            + slack
+        )
+
+    def start(self, prompt: list[int]) -> dict:
+        """Begin the run on ``prompt``; the state update that records it."""
+        self.engine.start(prompt, reserve=self.capacity(len(prompt)))
+        self.version = uuid.uuid4().hex
+        return {"sequence": Overwrite(list(prompt)), "sequence_version": self.version}
+
+    def text_update(self, state: ReasoningState) -> dict:
+        """The state update that carries what changed in the engine's text since ``state``.
+
+        Appended tokens are written as they are; a shorter text as a rollback. Either way only
+        the change travels (and is checkpointed), with a new ``sequence_version``.
+        """
+        before = len(state["sequence"])
+        tokens = self.engine.sequence
+        edit: TokenEdit = tokens[before:] if len(tokens) >= before else KeepTokens(keep=len(tokens))
+        self.version = uuid.uuid4().hex
+        return {"sequence": edit, "sequence_version": self.version}
+
     def sync(self, state: ReasoningState) -> None:
         """Make the engine's text equal the state's; rebuild the caches from it if not."""
         sequence = state.get("sequence", [])
-        if self.engine.sequence == sequence:
+        if (
+            self.version is not None
+            and state.get("sequence_version", "") == self.version
+            and len(self.engine.sequence) == len(sequence)
+        ):
             return
         steps = state.get("steps", [])
         pending = state.get("pending")
@@ -180,7 +230,9 @@ class RunSession:
             prompt_len=state["prompt_len"],
             step_ends=ends,
             delimiter_ends=delimiter_ends,
+            reserve=max(self.capacity(state["prompt_len"]), len(sequence) + 1),
         )
+        self.version = state.get("sequence_version", "")
         self.window.clear()
         self.observation = None
 
@@ -191,9 +243,11 @@ class RunSession:
             yield
 
 
-def _runner_for(model: LoadedModel | RemoteModel) -> ModelRunner | RemoteRunner:
+def _runner_for(model: LoadedModel | RemoteModel, *, compile: bool) -> ModelRunner | RemoteRunner:
     """An in-process runner, or the request-per-step runner of a remote model."""
-    return RemoteRunner(model) if isinstance(model, RemoteModel) else ModelRunner(model)
+    if isinstance(model, RemoteModel):
+        return RemoteRunner(model)  # the server compiles (vLLM, SGLang capture CUDA graphs)
+    return ModelRunner(model, compile=compile)
 
 
 class SessionRegistry:

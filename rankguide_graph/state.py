@@ -4,12 +4,52 @@ No tensor and no KV cache lives here (those sit in the per-run :class:`~rankguid
 RunSession`), so any LangGraph checkpointer can store the state, and a run resumed from it
 rebuilds its caches from ``sequence``. Records are ``TypedDict``s: plain JSON on the wire, in
 checkpoints and in custom stream events.
+
+What grows with the run (the token ids, the per-step trace) lives in LangGraph
+``DeltaChannel``s: a node writes only what it changed (a step's tokens, one record), a
+checkpoint stores those writes once, and the full value is rebuilt by replaying them (with a
+snapshot every :data:`SNAPSHOT_EVERY` updates to bound the replay). So every superstep costs
+the same, and a run's checkpoints grow linearly with its steps, not quadratically. Everything
+else is small and constant-size (``low_rank_history`` keeps the last W flags Eq. 4 reads).
+Checkpoints of the first layout (plain lists) are read as they are: ``DeltaChannel`` takes a
+plain value as its base, and the session rebuilds its caches from it (tested).
 """
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from langgraph.channels import DeltaChannel
+
+SNAPSHOT_EVERY = 100
+"""Updates of a growing channel between two full snapshots of it in the checkpoints."""
+
+
+class KeepTokens(TypedDict):
+    """A write to ``sequence`` that rolls the text back to its first ``keep`` tokens."""
+
+    keep: int
+
+
+TokenEdit = list[int] | KeepTokens
+"""A write to ``sequence``: tokens to append, or a rollback."""
+
+
+def apply_token_edits(tokens: list[int], edits: Sequence[TokenEdit]) -> list[int]:
+    """Reducer of ``sequence``: apply appends and rollbacks in order (a new list)."""
+    result = list(tokens)
+    for edit in edits:
+        if isinstance(edit, dict):
+            del result[edit["keep"] :]
+        else:
+            result.extend(edit)
+    return result
+
+
+def append_records(records: list[Any], batches: Sequence[list[Any]]) -> list[Any]:
+    """Reducer of ``steps``: append each write's records (a new list)."""
+    return [*records, *(r for batch in batches for r in batch)]
 
 
 def _add_seconds(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
@@ -132,14 +172,22 @@ class ReasoningState(TypedDict, total=False):
     """Key of this run's session (KV caches, rank window) in the process."""
     prompt_len: int
     """Tokens of the templated prompt at the start of ``sequence``."""
-    sequence: list[int]
-    """Prompt plus every kept step (and an accepted-or-pending draft), as token ids."""
-    steps: Annotated[list[StepRecord], operator.add]
+    sequence: Annotated[
+        list[int], DeltaChannel(apply_token_edits, snapshot_frequency=SNAPSHOT_EVERY)
+    ]
+    """Prompt plus every kept step (and an accepted-or-pending draft), as token ids; nodes
+    write :data:`TokenEdit`s."""
+    sequence_version: str
+    """Changes whenever ``sequence`` does: a session whose text carries the same version is in
+    sync with the state without comparing the token lists."""
+    steps: Annotated[
+        list[StepRecord], DeltaChannel(append_records, snapshot_frequency=SNAPSHOT_EVERY)
+    ]
     """The per-step trace, appended step by step."""
     signals: Signals
     """The latest boundary signals."""
     low_rank_history: list[bool]
-    """Whether each window scored so far was low-rank, oldest first (Eq. 4)."""
+    """Whether each of the last W windows scored was low-rank, oldest first (Eq. 4)."""
     decision: Decision
     """The latest routing decision."""
     pending: StepRecord | None

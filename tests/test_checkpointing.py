@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -11,8 +12,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.graph import build_graph
 from rankguide_graph.session import SESSIONS
+from rankguide_graph.tiny_models import save_tiny_model
 
 QUESTION = "Add 5 and 9."
+DATA = Path(__file__).parent / "data"
 BUDGET = dict(max_steps=8, max_step_tokens=24, max_answer_tokens=8)
 
 
@@ -101,3 +104,72 @@ def test_a_second_question_on_a_thread_starts_a_fresh_trace(pair):
     assert second["steps"][0]["index"] == 0
     assert second["totals"]["steps"] == len(second["steps"])
     assert second["reasoning"] != first["reasoning"]
+
+
+def test_a_checkpoint_of_the_first_state_layout_resumes_to_the_same_answer(pair, tmp_path):
+    """``tests/data/checkpoint_layout1.sqlite`` was written by the plain-list state (before the
+    delta channels) with this module's pair and settings, interrupted after three steps."""
+    path = tmp_path / "layout1.sqlite"
+    path.write_bytes((DATA / "checkpoint_layout1.sqlite").read_bytes())
+    context = _context(pair, "rankguide")
+    reference = build_graph().invoke({"question": QUESTION}, context=context)
+    _forget_sessions()
+    graph = build_graph(checkpointer=SqliteSaver(sqlite3.connect(path, check_same_thread=False)))
+    config = {"configurable": {"thread_id": "layout1"}}
+    before = graph.get_state(config)
+    assert before.next and len(before.values["steps"]) == 3
+    assert "sequence_version" not in before.values  # written by the old layout
+    graph.invoke(None, config, context=context)
+    assert _comparable(graph.get_state(config).values) == _comparable(reference)
+
+
+@pytest.fixture(scope="module")
+def long_writer(tmp_path_factory, tokenizer) -> str:
+    """A random model that writes 120 steps without an answer line or EOS (checked below)."""
+    root = tmp_path_factory.mktemp("long_writer")
+    path = save_tiny_model(
+        root, "llama", tokenizer=tokenizer, seed=0, init_std=0.05, hidden_size=64, num_layers=2
+    )
+    return str(path)
+
+
+def _checkpoint_bytes(srm: str, tmp_path, max_steps: int) -> tuple[int, int]:
+    """Bytes the SQLite saver stored for one SRM-only run of ``max_steps`` steps, and its steps."""
+    path = tmp_path / f"run{max_steps}.sqlite"
+    conn = sqlite3.connect(path, check_same_thread=False)
+    graph = build_graph(checkpointer=SqliteSaver(conn))
+    context = RankGuideContext(
+        srm=srm, lrm=srm, policy="srm-only", max_steps=max_steps,
+        max_step_tokens=8, max_thinking_tokens=4000, max_answer_tokens=4,
+    )  # fmt: skip
+    config = {"configurable": {"thread_id": "size"}}
+    out = graph.invoke({"question": QUESTION}, config, context=context)
+    stored = (
+        conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(checkpoint)) + SUM(LENGTH(metadata)), 0) FROM checkpoints"
+        ).fetchone()[0]
+        + conn.execute("SELECT SUM(LENGTH(value)) FROM writes").fetchone()[0]
+    )
+    return int(stored), len(out["steps"])
+
+
+def test_checkpoints_grow_linearly_with_the_number_of_steps(long_writer, tmp_path):
+    """The growing channels (token ids, trace) are stored as deltas: 10x the steps costs ~10x
+    the bytes (a plain list written whole at every superstep would cost ~100x)."""
+    small, n_small = _checkpoint_bytes(long_writer, tmp_path, 12)
+    large, n_large = _checkpoint_bytes(long_writer, tmp_path, 120)
+    assert (n_small, n_large) == (12, 120)
+    assert large / small < 12.5, (small, large)
+
+
+def test_a_step_writes_only_its_own_tokens_to_the_state(pair):
+    """The ``sequence`` update of a step carries that step's tokens, never the whole text."""
+    context = RankGuideContext(
+        srm=pair["srm"], lrm=pair["lrm"], policy="srm-only", max_steps=6, max_step_tokens=8
+    )
+    sizes = []
+    for update in build_graph().stream({"question": QUESTION}, context=context):
+        for node, values in update.items():
+            if node == "srm_step":
+                sizes.append(len(values["sequence"]))
+    assert len(sizes) == 6 and all(0 < n <= 8 for n in sizes), sizes

@@ -42,7 +42,7 @@ DEMO_MODEL = "demo"
 
 _CONTEXT_FIELDS = (
     "srm", "lrm", "policy", "t_r1", "t_r2", "t_e", "window", "eps", "steering_vector", "alpha",
-    "temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens",
+    "temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens", "compile",
 )  # fmt: skip
 """Fields passed to :class:`RankGuideContext` under the same name (``max_tokens`` is renamed)."""
 _LENGTH_STOPS = ("max_step_tokens", "context_full")
@@ -162,6 +162,9 @@ class ChatRankGuide(BaseChatModel):
     """Tokens per reasoning step."""
     max_thinking_tokens: int = 8192
     """Reasoning tokens before thinking is ended."""
+    compile: bool = False
+    """Decode through ``torch.compile`` over a static KV cache (CUDA graphs on CUDA); greedy
+    output is unchanged. Worth it on GPUs; the first call compiles."""
     reasoning: bool = False
     """``False``: the message holds the answer only. ``True``: the reasoning text also goes
     into ``additional_kwargs["reasoning_content"]`` (streamed step by step)."""

@@ -81,11 +81,13 @@ def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
         if f.name in skip:
             continue
         convert, choices = _parser_for(hints[f.name])
+        flag: dict[str, Any] = {"nargs": "?", "const": True} if convert is _boolean else {}
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=convert,
             choices=choices,
+            **flag,
             default=argparse.SUPPRESS,
             help=f"{docs.get(f.name, '')} (default: {f.default})",
         )

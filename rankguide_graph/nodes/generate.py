@@ -86,10 +86,7 @@ def _write_step(
         draft=state.get("rejected"),
         seconds=step.seconds,
     )
-    update: dict = {
-        "sequence": list(session.engine.sequence),
-        "model_seconds": {model: step.seconds},
-    }
+    update: dict = {**session.text_update(state), "model_seconds": {model: step.seconds}}
     if model == "srm" and session.policy.verifies_drafts:
         return {**update, "pending": record}
     return {**update, **keep_step(record, state, runtime, session.policy.stops_on_repeat)}

@@ -30,7 +30,7 @@ def prepare(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
                 if question is None:
                     raise PromptError("the input has neither 'question' nor 'messages': pass one")
                 prompt = encode_question(session.tokenizer, question, system=state.get("system"))
-            session.engine.start(prompt)
+            text = session.start(prompt)
     except BaseException:
         SESSIONS.close(run_id)  # a refused prompt leaves nothing to resume: free the session
         raise
@@ -39,7 +39,7 @@ def prepare(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         "question": question_of(state),
         "run_id": run_id,
         "prompt_len": len(prompt),
-        "sequence": list(prompt),
+        **text,
         "steps": Overwrite([]),  # a new question on a checkpointed thread starts a new trace
         "low_rank_history": [],
         "pending": None,

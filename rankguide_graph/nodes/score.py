@@ -39,6 +39,7 @@ def score(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         assert ranks is not None
         if policy.needs_ranks:
             history.append(session.context.thresholds.is_low_rank(ranks))
+            del history[: -session.context.window]  # Eq. 4 reads the last W flags only
     seconds = time.perf_counter() - started
     signals = Signals(
         entropy=value,

@@ -30,4 +30,4 @@ def terminate(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict
         closing = ("" if not text or text.endswith("\n") else "\n") + THINK_END + "\n\n"
         engine.extend(tokenizer(closing, add_special_tokens=False)["input_ids"])
     emit(runtime, "thinking_end", reason=reason, detail=state.get("decision", {}).get("detail", ""))
-    return {"thinking_end": reason, "sequence": list(engine.sequence)}
+    return {"thinking_end": reason, **session.text_update(state)}

@@ -60,5 +60,5 @@ def verify(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         "pending": None,
         "rejected": draft,
         "decision": decision,
-        "sequence": list(session.engine.sequence),
+        **session.text_update(state),
     }
