@@ -113,6 +113,7 @@ class ModelRunner:
             steering.check_model(self.loaded.hidden_size, self.loaded.num_layers, self.name)
         self.steering, self.alpha = steering, float(alpha)
 
+    @torch.inference_mode()  # a static cache's write counters are inference tensors
     def reset(self, capacity: int | None = None) -> None:
         """Empty the cache and the counters for a new run of up to ``capacity`` positions.
 
@@ -126,6 +127,7 @@ class ModelRunner:
         self.tokens_fed = 0
         self.forward_seconds = 0.0
 
+    @torch.inference_mode()
     def truncate(self, length: int) -> None:
         """Drop cached positions ``>= length`` (a rollback); logits are recomputed on next feed.
 
