@@ -174,12 +174,16 @@ class RunSession:
         return self.pair.srm.tokenizer
 
     def capacity(self, prompt_len: int) -> int:
+        """Most tokens this run can hold on a prompt of ``prompt_len`` (:meth:`capacity_for`)."""
+        return self.capacity_for(prompt_len, self.context)
+
+    @staticmethod
+    def capacity_for(prompt_len: int, context: RankGuideContext) -> int:
         """Most tokens a run on a prompt of ``prompt_len`` can hold, from the run's budgets.
 
         The thinking budget may be overshot by one step, and the closing marker, an answer
         prefix and the answer follow it; the caches are allocated for this once per run.
         """
-        context = self.context
         slack = 64  # the end-of-thinking marker and an answer prefix
         return (
             prompt_len
