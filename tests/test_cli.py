@@ -106,16 +106,31 @@ def test_the_custom_policy_example_runs_through_the_graph():
     assert "thinking ended: collapse" in lines[-1]
 
 
-def test_optional_settings_take_none_and_booleans_take_true_or_false():
+def test_optional_settings_take_none_and_booleans_are_switches():
     from rankguide_graph.cli import build_parser
     from rankguide_graph.cli.options import context_from_args
 
     args = build_parser().parse_args(
-        ["run", "--srm", "a", "--lrm", "b", "--entropy-top-k", "none", "--record-signals", "true",
+        ["run", "--srm", "a", "--lrm", "b", "--entropy-top-k", "none", "--record-signals",
          "--layer", "3", "q"]
     )  # fmt: skip
     context = context_from_args(args)
     assert context.entropy_top_k is None and context.record_signals is True and context.layer == 3
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["run", "--srm", "a", "--lrm", "b", "--record-signals", "maybe",
+        build_parser().parse_args(["run", "--srm", "a", "--lrm", "b", "--record-signals=maybe",
                                    "q"])  # fmt: skip
+
+
+def test_compile_is_a_switch_before_the_question(pair_args, capsys):
+    from rankguide_graph.cli import build_parser
+    from rankguide_graph.cli.options import context_from_args
+
+    def parsed(*flags: str) -> RankGuideContext:
+        return context_from_args(build_parser().parse_args(["run", "--srm", "a", "--lrm", "b",
+                                                            *flags, "q"]))  # fmt: skip
+
+    assert parsed("--compile").compile is True
+    assert parsed("--no-compile").compile is False
+    assert parsed().compile is False
+    assert main(["run", *pair_args, *SMALL, "--compile", "--json", QUESTION]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"]

@@ -176,3 +176,10 @@ def test_compile_must_be_a_bool(value):
 def test_a_bad_cache_kind_is_refused(llama_pair):
     with pytest.raises(ValueError, match="kind"):
         KVCache(llama_pair["srm"].model, "paged", 16)  # type: ignore[arg-type]
+
+
+def test_the_chat_model_passes_compile_to_the_run():
+    from rankguide_graph.chat import ChatRankGuide
+
+    assert ChatRankGuide(model="demo", compile=True).run_context().compile is True
+    assert ChatRankGuide(model="demo").run_context().compile is False

@@ -46,7 +46,7 @@ def _parser_for(annotation: Any) -> tuple[Any, list[str] | None]:
     if typing.get_origin(base) is typing.Literal:
         return str, [str(c) for c in typing.get_args(base)]
     if base is bool:
-        return _boolean, None
+        return bool, None  # a switch, see add_context_options
     if type(None) in typing.get_args(annotation):
         return _or_none(base), None
     return base, None
@@ -62,16 +62,6 @@ def _or_none(convert: Any) -> Any:
     return parse
 
 
-def _boolean(text: str) -> bool:
-    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``) as a bool."""
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: use true or false")
-
-
 def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
     """Add ``--name`` for every context field not in ``skip``."""
     docs = field_docs(RankGuideContext)
@@ -81,13 +71,16 @@ def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
         if f.name in skip:
             continue
         convert, choices = _parser_for(hints[f.name])
-        flag: dict[str, Any] = {"nargs": "?", "const": True} if convert is _boolean else {}
+        # A switch (--compile / --no-compile): an optional value would swallow the question.
+        kind: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if convert is bool
+            else {"type": convert, "choices": choices}
+        )
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=convert,
-            choices=choices,
-            **flag,
+            **kind,
             default=argparse.SUPPRESS,
             help=f"{docs.get(f.name, '')} (default: {f.default})",
         )
