@@ -50,7 +50,9 @@ def demo_cli() -> Iterator[tuple[subprocess.Popen, str]]:
     """``rankguide serve --model demo`` in a subprocess, started first so it boots meanwhile."""
     port = free_port()
     script = Path(sys.executable).parent / "rankguide"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # No progress bars: nobody reads the stderr pipe until the server exits, and transformers
+    # 5.0-5.2 print ~67 KB of them while loading, more than a pipe holds.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     process = subprocess.Popen(
         [str(script), "serve", "--model", "demo", "--port", str(port), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
@@ -560,7 +562,6 @@ def test_serve_passes_every_run_setting_to_the_chat_model(model_dirs):
             "--top-p",
             "0.9",
             "--lrm-fallback",
-            "true",
             "--lrm-retries",
             "5",
         ]  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 from transformers import Cache, PreTrainedModel, StaticCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, StaticLayer
 
 CacheKind = Literal["growing", "static"]
 
@@ -102,6 +102,47 @@ class GrowingLayer(DynamicLayer):
         self.crop(-self.length)
 
 
+class CountedStaticLayer(StaticLayer):
+    """``StaticLayer`` with the write counter it has from transformers 5.4, for 5.0 to 5.3.
+
+    On 5.0-5.3 a static layer writes at the forward's ``cache_position``, which the model derives
+    from ``get_seq_length``: a count of the non-zero slots, so the stale slots a rollback leaves
+    would count. From 5.4 the layer keeps ``cumulative_length`` (a tensor advanced in place by each
+    write, returned by ``get_seq_length``, rewound by a rollback); this adds the same.
+    """
+
+    def __init__(self, max_cache_len: int) -> None:
+        super().__init__(max_cache_len=max_cache_len)
+        self.cumulative_length = torch.zeros((), dtype=torch.long)
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Allocate as ``StaticLayer`` does; the counter moves to the buffers' device."""
+        super().lazy_initialization(key_states, value_states)
+        self.cumulative_length = self.cumulative_length.to(self.device)
+        if not torch.compiler.is_compiling():  # a fixed address, as the buffers (CUDA graphs)
+            torch._dynamo.mark_static_address(self.cumulative_length)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``(B, H_kv, T, D)`` new states at the counter and advance it."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n_new = key_states.shape[-2]
+        position = torch.arange(n_new, device=self.device) + self.cumulative_length  # (T,)
+        out = super().update(key_states, value_states, {"cache_position": position})
+        self.cumulative_length.add_(n_new)
+        return out
+
+    def get_seq_length(self) -> Any:
+        """Positions held (a tensor, as from 5.4)."""
+        return self.cumulative_length if self.is_initialized else 0
+
+
+# transformers 5.0-5.3: StaticLayer has no write counter (added in 5.4); use CountedStaticLayer.
+_STATIC_LAYER_COUNTS = hasattr(StaticLayer(max_cache_len=1), "cumulative_length")
+
+
 class KVCache:
     """The KV cache of one model for one run (see the module docstring for the two kinds)."""
 
@@ -119,7 +160,13 @@ class KVCache:
     def _new_cache(self) -> Cache:
         config = self.model.config.get_text_config()
         if self.kind == "static":
-            return StaticCache(config=config, max_cache_len=self.capacity)
+            cache = StaticCache(config=config, max_cache_len=self.capacity)
+            if not _STATIC_LAYER_COUNTS:  # transformers 5.0-5.3 (see CountedStaticLayer)
+                cache.layers = [
+                    CountedStaticLayer(self.capacity) if type(layer) is StaticLayer else layer
+                    for layer in cache.layers
+                ]
+            return cache
         layers = [GrowingLayer(self.capacity) for _ in range(config.num_hidden_layers)]
         return Cache(layers=layers)  # type: ignore[arg-type]
 
@@ -183,7 +230,8 @@ def crop_layer(layer: Any, drop: int) -> None:
     """Remove the last ``drop`` positions of one cache layer, on every transformers 5.x.
 
     ``StaticLayer.crop`` exists from 5.24; before it the same effect is rewinding the layer's
-    write counter (``cumulative_length``), which is what 5.24's ``crop`` does.
+    write counter (``cumulative_length``), which is what 5.24's ``crop`` does (on 5.0-5.3 the
+    counter is :class:`CountedStaticLayer`'s).
     """
     if not getattr(layer, "is_initialized", False):
         return
