@@ -183,3 +183,21 @@ def test_the_chat_model_passes_compile_to_the_run():
 
     assert ChatRankGuide(model="demo", compile=True).run_context().compile is True
     assert ChatRankGuide(model="demo").run_context().compile is False
+
+
+@pytest.mark.parametrize(
+    ("dtype", "gap", "accepted"),
+    [
+        (torch.float32, 5e-4, True),
+        (torch.float32, 0.01, False),
+        (torch.bfloat16, 0.05, True),  # a few bf16 rounding steps of logits around 10
+        (torch.bfloat16, 2.0, False),  # a wrong result, not rounding
+    ],
+)
+def test_the_compile_check_allows_rounding_of_the_weight_dtype_and_nothing_more(
+    dtype, gap, accepted
+):
+    from rankguide_graph.backend.compiled_decode import check_tolerance
+
+    eager = torch.linspace(-10.0, 10.0, 50)  # (V,)
+    assert (gap <= check_tolerance(eager, dtype)) is accepted
