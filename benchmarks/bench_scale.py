@@ -215,6 +215,49 @@ def reservation(context: RankGuideContext) -> int:
     return RunSession.capacity_for(prompt_len, context)
 
 
+# -- LangGraph's own cost per step ------------------------------------------------------------
+def langgraph_floor_ms(steps: int = 300) -> float:
+    """Milliseconds per step of a model-free graph with the same state, supersteps and stream mode.
+
+    Four no-op nodes per step (as steer, score, route, srm_step), the last one emitting a
+    custom ``step`` event, streamed with ``stream_mode="custom"`` (which runs every node on
+    LangGraph's thread pool): what LangGraph alone costs per reasoning step on this machine.
+    """
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import END, START, StateGraph
+
+    from rankguide_graph.state import ReasoningState
+
+    done = {"steps": 0}
+
+    def noop(state: ReasoningState) -> dict:
+        return {}
+
+    def write(state: ReasoningState) -> dict:
+        get_stream_writer()({"event": "step"})
+        done["steps"] += 1
+        return {"sequence": [0] * STEP_TOKENS}
+
+    builder = StateGraph(ReasoningState)
+    for name in ("steer", "score", "route"):
+        builder.add_node(name, noop)
+    builder.add_node("srm_step", write)
+    builder.add_edge(START, "steer")
+    builder.add_edge("steer", "score")
+    builder.add_edge("score", "route")
+    builder.add_edge("route", "srm_step")
+    builder.add_conditional_edges(
+        "srm_step", lambda _: END if done["steps"] >= steps else "steer", ["steer", END]
+    )
+    graph = builder.compile()
+    started = time.perf_counter()
+    for _ in graph.stream(
+        {"sequence": [0] * 64}, {"recursion_limit": 10 * steps}, stream_mode="custom"
+    ):
+        pass
+    return 1000 * (time.perf_counter() - started) / steps
+
+
 # -- a bare static-cache forward at the same context ------------------------------------------
 @torch.inference_mode()
 def static_forward_ms(loaded: LoadedModel, ids: list[int], capacity: int, n: int) -> float:
@@ -314,6 +357,10 @@ def main() -> int:
         ok_plain = report_overhead("no saver", plain, TARGETS["plain_ms"])
         long_run, long_bytes = sqlite_run(srm, lrm, args.steps, root / "long.sqlite")
         ok_sqlite = report_overhead("SqliteSaver", long_run, TARGETS["sqlite_ms"])
+        print(
+            f"  LangGraph alone (same state, 4 no-op supersteps + a step event, custom stream): "
+            f"{langgraph_floor_ms(args.steps):.2f} ms per step"
+        )
 
         _, short_bytes = sqlite_run(srm, lrm, EDGE, root / "short.sqlite")
         ratio = long_bytes / short_bytes
