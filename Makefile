@@ -40,6 +40,7 @@ bench: venv
 	$(PY) benchmarks/bench_chat.py
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_remote_lrm.py
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -201,3 +201,20 @@ def test_the_compile_check_allows_rounding_of_the_weight_dtype_and_nothing_more(
 
     eager = torch.linspace(-10.0, 10.0, 50)  # (V,)
     assert (gap <= check_tolerance(eager, dtype)) is accepted
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+def test_no_deprecation_warning_from_the_forward_passes(llama_pair):
+    """transformers 5.24 renamed the forward's ``past_key_values`` to ``cache`` (the old name
+    warns, removed in 5.40): the engine and the server pass the name the model declares."""
+    import threading
+
+    from rankguide_graph.server.prefix_cache import PrefixCache
+
+    engine = _engine(llama_pair, {"srm": ModelRunner(llama_pair["srm"], compile=False)})
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("srm")
+    engine.observe("srm")
+    cache = PrefixCache(llama_pair["srm"], threading.RLock())
+    cache.prefill(_prompt(llama_pair))
+    cache.feed(5)
