@@ -202,12 +202,16 @@ class RunSession:
     def text_update(self, state: ReasoningState) -> dict:
         """The state update that carries what changed in the engine's text since ``state``.
 
-        Appended tokens are written as they are; a shorter text as a rollback. Either way only
-        the change travels (and is checkpointed), with a new ``sequence_version``.
+        Appended tokens are written as they are; a text rolled back (and maybe written again)
+        as the length kept plus what follows it. Either way only the change travels (and is
+        checkpointed), with a new ``sequence_version``.
         """
         before = len(state["sequence"])
         tokens = self.engine.sequence
-        edit: TokenEdit = tokens[before:] if len(tokens) >= before else KeepTokens(keep=len(tokens))
+        keep = min(before, self.engine.take_kept_length())
+        edit: TokenEdit = (
+            tokens[before:] if keep == before else KeepTokens(keep=keep, append=tokens[keep:])
+        )
         self.version = uuid.uuid4().hex
         return {"sequence": edit, "sequence_version": self.version}
 

@@ -27,13 +27,17 @@ SNAPSHOT_EVERY = 100
 
 
 class KeepTokens(TypedDict):
-    """A write to ``sequence`` that rolls the text back to its first ``keep`` tokens."""
+    """A write to ``sequence``: keep its first ``keep`` tokens, then append ``append``.
+
+    A rollback, or a rollback and new text written by the same node.
+    """
 
     keep: int
+    append: list[int]
 
 
 TokenEdit = list[int] | KeepTokens
-"""A write to ``sequence``: tokens to append, or a rollback."""
+"""A write to ``sequence``: tokens to append, or a rollback (and what follows it)."""
 
 
 def apply_token_edits(tokens: list[int], edits: Sequence[TokenEdit]) -> list[int]:
@@ -42,6 +46,7 @@ def apply_token_edits(tokens: list[int], edits: Sequence[TokenEdit]) -> list[int
     for edit in edits:
         if isinstance(edit, dict):
             del result[edit["keep"] :]
+            result.extend(edit.get("append", []))
         else:
             result.extend(edit)
     return result

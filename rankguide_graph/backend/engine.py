@@ -63,6 +63,8 @@ class _RunState:
     unread: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
     # Per model: the last position whose step state was read (a re-fed position is not re-read).
     read_upto: dict[str, int] = field(default_factory=dict)
+    # The shortest the text has been since take_kept_length() last read it (rollbacks).
+    kept: int = 0
 
 
 class StepEngine:
@@ -110,7 +112,7 @@ class StepEngine:
         for runner in self.runners.values():
             runner.reset(reserve)
         self.sequence = prompt
-        self._run = _RunState(prompt_len=len(prompt))
+        self._run = _RunState(prompt_len=len(prompt), kept=len(prompt))
 
     def restore(
         self,
@@ -140,6 +142,7 @@ class StepEngine:
             )
         self.start(tokens[:prompt_len], reserve=reserve)
         self.sequence = tokens
+        self._run.kept = len(tokens)
         self._run.step_ends = ends
         self._run.delimiter_ends = {int(p) for p in delimiter_ends if int(p) in set(ends)}
 
@@ -157,6 +160,15 @@ class StepEngine:
     def tokens_fed(self) -> dict[str, int]:
         """Tokens fed to each model since ``start``."""
         return {name: r.tokens_fed for name, r in self.runners.items()}
+
+    def take_kept_length(self) -> int:
+        """The shortest the text has been since the last call (a rollback lowers it).
+
+        What a reader who saw the text at the last call can keep; counting starts again from the
+        current length.
+        """
+        kept, self._run.kept = self._run.kept, len(self.sequence)
+        return kept
 
     def text(self, start: int | None = None) -> str:
         """Decoded text of the sequence from ``start`` (default: the end of the prompt)."""
@@ -255,6 +267,7 @@ class StepEngine:
                 f"and the sequence length ({len(self.sequence)})"
             )
         del self.sequence[length:]
+        self._run.kept = min(self._run.kept, length)
         self._run.step_ends = [p for p in self._run.step_ends if p < length]
         self._run.delimiter_ends = {p for p in self._run.delimiter_ends if p < length}
         for runner in self.runners.values():
