@@ -218,3 +218,17 @@ def test_no_deprecation_warning_from_the_forward_passes(llama_pair):
     cache = PrefixCache(llama_pair["srm"], threading.RLock())
     cache.prefill(_prompt(llama_pair))
     cache.feed(5)
+
+
+def test_a_growing_cache_allocates_what_runs_use_and_a_static_one_the_whole_reservation(
+    llama_pair,
+):
+    from rankguide_graph.backend.kv_cache import FIRST_GROWING_TOKENS
+
+    model = llama_pair["srm"].model
+    growing = KVCache(model, "growing", 16)
+    growing.reset(50_000)  # a 32B LRM would hold 12 GB for this reservation up front
+    assert growing.capacity == FIRST_GROWING_TOKENS
+    static = KVCache(model, "static", 16)
+    static.reset(5_000)  # fixed shapes: the whole reservation
+    assert static.capacity == 5_000

@@ -3,9 +3,11 @@
 ``DynamicCache`` concatenates every layer's keys and values with the new token at every forward
 pass, so a decode step at context n copies O(n) bytes per layer (7.9 ms/token at 15k tokens
 against 4.2 ms for a preallocated cache of the same model, performance notes). :class:`KVCache`
-keeps each layer's keys and values in buffers allocated for the whole run and writes new tokens
-in place; what it holds is never copied again, except when an eager cache outgrows its buffers
-(it then grows geometrically, in chunks of :data:`CHUNK_TOKENS`, so growth is amortised O(1)).
+keeps each layer's keys and values in preallocated buffers and writes new tokens in place; what
+it holds is never copied again, except when an eager cache outgrows its buffers (it then doubles,
+in whole chunks of :data:`CHUNK_TOKENS`, so growth is amortised O(1) per token). A static cache
+is allocated for the whole run up front; a growing one for at most
+:data:`FIRST_GROWING_TOKENS`, so its memory follows what the run uses.
 
 Two kinds, one interface (``cache`` for the forward pass, ``length``, ``truncate``, ``reset``):
 
@@ -31,6 +33,11 @@ CacheKind = Literal["growing", "static"]
 
 CHUNK_TOKENS = 1024
 """Growth granularity of an eager cache whose run outgrows its first allocation."""
+
+FIRST_GROWING_TOKENS = 4096
+"""Most positions a growing cache allocates up front, whatever the run reserves: memory follows
+what a run uses (at most twice it), not its budget (a 32B LRM holds 256 KiB per position), and
+a run of 16k tokens pays two doublings, amortised O(1) per token."""
 
 
 class GrowingLayer(DynamicLayer):
@@ -217,7 +224,14 @@ class KVCache:
         self._length = length
 
     def reset(self, capacity: int | None = None) -> None:
-        """Empty the cache for a new run; reallocate only when ``capacity`` asks for more room."""
+        """Empty the cache for a new run of up to ``capacity`` positions.
+
+        A static cache holds all of them from the start (its shape is fixed); a growing one
+        allocates at most :data:`FIRST_GROWING_TOKENS` and doubles as the run needs. The buffers
+        of the previous run are reused when they are large enough.
+        """
+        if capacity is not None and self.kind == "growing":
+            capacity = min(capacity, FIRST_GROWING_TOKENS)
         if capacity is not None and capacity > self.capacity:
             self.capacity = int(capacity)
             self.cache = self._new_cache()
