@@ -535,6 +535,14 @@ def test_serve_refuses_bad_options_before_loading(capsys, model_dirs):
     args = ["serve", "--srm", str(pair["srm"]), "--lrm", str(pair["lrm"]), "--max-concurrent", "0"]
     assert main(args) == 2
     assert "max_concurrent (=0) must be an int in [1, 16]" in capsys.readouterr().err
+    assert main(["serve", "--model", "demo", "--api-key", " "]) == 2
+    assert "--api-key (=' ', or $" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["", "  "])
+def test_an_empty_api_key_is_refused_not_taken_as_no_key(chat, key):
+    with pytest.raises(ValueError, match="would switch authentication off"):
+        create_app(chat, api_key=key)
 
 
 def test_serve_names_the_extra_when_fastapi_is_missing(monkeypatch, capsys):

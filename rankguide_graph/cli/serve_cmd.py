@@ -113,6 +113,11 @@ def serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port (={args.port}) must be in [0, 65535]")
+    if args.api_key is not None and not args.api_key.strip():
+        raise ConfigError(
+            f"--api-key (={args.api_key!r}, or ${API_KEY_ENV}) is empty, which would switch "
+            f"authentication off: pass a key, or leave both out to serve without one"
+        )
     chat = build_chat(args)
     app = create_app(chat, api_key=args.api_key, max_concurrent=args.max_concurrent)
     models = app.state.rankguide.models

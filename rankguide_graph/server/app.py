@@ -152,6 +152,11 @@ def create_app(
             f"max_concurrent (={max_concurrent!r}) must be an int in [1, {MAX_SESSIONS}]: more "
             "runs at once than the session cache holds would rebuild their caches every step"
         )
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+        raise ValueError(
+            f"api_key (={api_key!r}) must be a non-empty string: an empty key would switch "
+            "authentication off; pass api_key=None to serve without one"
+        )
     if not isinstance(max_body_bytes, int) or max_body_bytes < 1024:
         raise ValueError(f"max_body_bytes (={max_body_bytes!r}) must be an int >= 1024")
     if not chat.reasoning:
