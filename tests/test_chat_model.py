@@ -433,3 +433,11 @@ def test_template_messages_match_the_graph_input(pair, stub):
     _chat(pair).invoke(messages)
     assert graph.inputs[0]["messages"] == to_template_messages(messages)
     assert graph.inputs[0]["tools"] is None
+
+
+@pytest.mark.parametrize("question", ["", "  \n"])
+def test_an_empty_question_is_refused(pair, question):
+    from rankguide_graph.errors import PromptError
+
+    with pytest.raises(PromptError, match="the last user turn is empty"):
+        _chat(pair).invoke(question)

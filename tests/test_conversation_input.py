@@ -64,3 +64,13 @@ def test_the_graph_answers_a_conversation(model_dirs):
     assert len(out["steps"]) >= 1 and out["totals"]["steps"] == len(out["steps"])
     with pytest.raises(PromptError, match="neither 'question' nor 'messages'"):
         graph.invoke({"system": "x"}, context=context)
+
+
+@pytest.mark.parametrize("content", ["", " \n", None])
+def test_an_empty_last_user_turn_is_refused(tokenizer, content):
+    from rankguide_graph.backend.prompting import encode_conversation
+    from rankguide_graph.errors import PromptError
+
+    messages = [{"role": "user", "content": "Add 5 and 9."}, {"role": "assistant", "content": "14"}]
+    with pytest.raises(PromptError, match="the last user turn is empty"):
+        encode_conversation(tokenizer, [*messages, {"role": "user", "content": content}])

@@ -599,3 +599,13 @@ def test_rankguide_serve_demo_answers_demo_questions(demo_cli):
         )
         assert response.choices[0].message.content == f"Answer: {problem.answer}"
         assert response.rankguide["routing"]["steps"] >= 1
+
+
+@pytest.mark.parametrize("content", [None, "", "   ", [{"type": "text", "text": " "}]])
+def test_an_empty_last_user_turn_is_refused_with_400(base_url, content):
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json={"model": "rankguide", "messages": [{"role": "user", "content": content}]},
+    )
+    assert response.status_code == 400, response.text
+    assert "the last user turn is empty" in response.json()["error"]["message"]

@@ -66,6 +66,11 @@ def encode_conversation(
             f"the conversation ends with a {last!r} turn: it must end with a user or tool turn "
             "for the assistant to answer"
         )
+    if last == "user" and not _text_of(messages[-1].get("content")).strip():
+        raise PromptError(
+            f"the last user turn is empty (content={messages[-1].get('content')!r}): pass the "
+            "question to answer"
+        )
     encoded: Any = tokenizer.apply_chat_template(
         [dict(m) for m in messages],
         tools=[dict(t) for t in tools] if tools else None,
@@ -75,3 +80,17 @@ def encode_conversation(
     if hasattr(encoded, "keys"):
         encoded = encoded["input_ids"]
     return [int(t) for t in encoded]
+
+
+def _text_of(content: Any) -> str:
+    """The text of a turn's content: a string, ``None``, or OpenAI-style parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
+            for part in content
+        )
+    return str(content)
