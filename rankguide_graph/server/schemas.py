@@ -2,7 +2,7 @@
 
 Fields OpenAI defines and this server does not use (``user``, ``presence_penalty``, ...) are
 accepted and ignored, as vLLM does; a known field of the wrong type or out of range is a 400
-naming it. The vLLM extensions of ``/v1/completions`` that a remote step-by-step client needs
+naming it. Numbers are strict: ``true`` is not the number 1, ``"16"`` is not 16. The vLLM extensions of ``/v1/completions`` that a remote step-by-step client needs
 (``stop_token_ids``, ``include_stop_str_in_output``, ``skip_special_tokens``,
 ``return_token_ids``, ``return_tokens_as_token_ids``, ``ignore_eos``, ``add_special_tokens``,
 ``top_k``) are here too; with the ``openai`` client they go in ``extra_body``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 
 class _Body(BaseModel):
@@ -64,9 +64,9 @@ class RankGuideOptions(BaseModel):
 
     trace: bool = False
     """Return the per-step trace (signals, routing decisions, drafts) in ``rankguide.trace``."""
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: StrictInt | None = Field(default=None, ge=1)
     """Reasoning steps before thinking is ended (default: the server's setting)."""
-    max_step_tokens: int | None = Field(default=None, ge=1)
+    max_step_tokens: StrictInt | None = Field(default=None, ge=1)
     """Tokens per reasoning step (default: the server's setting)."""
 
 
@@ -75,21 +75,21 @@ class ChatCompletionRequest(_Body):
 
     model: str
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: StrictInt | None = Field(default=None, gt=0)
     """Tokens of the final answer (the reasoning has its own budgets)."""
-    max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: StrictInt | None = Field(default=None, gt=0)
     """Same as ``max_tokens``; wins when both are given."""
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=0)
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(default=None, gt=0, le=1)
+    seed: StrictInt | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    n: int = 1
+    n: StrictInt = 1
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: StrictInt | None = None
     rankguide: RankGuideOptions | None = None
 
 
@@ -99,20 +99,20 @@ class CompletionRequest(_Body):
     model: str
     prompt: str | list[int] | list[str] | list[list[int]]
     """A string or a list of token ids (one prompt per request)."""
-    max_tokens: int = Field(default=16, gt=0)
-    temperature: float = Field(default=1.0, ge=0, le=2)
+    max_tokens: StrictInt = Field(default=16, gt=0)
+    temperature: StrictFloat = Field(default=1.0, ge=0, le=2)
     """0 decodes greedily (the same tokens as ``generate(do_sample=False)``); OpenAI's default 1."""
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=-1, ge=-1)
+    top_p: StrictFloat = Field(default=1.0, gt=0, le=1)
+    top_k: StrictInt = Field(default=-1, ge=-1)
     """vLLM: keep the k most likely tokens (-1 or 0 keeps all)."""
-    seed: int | None = Field(default=None, ge=0)
+    seed: StrictInt | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     echo: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
-    best_of: int | None = None
+    n: StrictInt = 1
+    best_of: StrictInt | None = None
     suffix: str | None = None
     stop_token_ids: list[int] | None = None
     """vLLM: stop after emitting one of these ids (kept in ``token_ids``, text cut before it)."""
