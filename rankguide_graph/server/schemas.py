@@ -3,7 +3,8 @@
 Fields OpenAI defines and this server does not use (``user``, ``presence_penalty``, ...) are
 accepted and ignored, as vLLM does; a known field of the wrong type or out of range is a 400
 naming it. Numbers are strict: ``true`` is not the number 1, ``"16"`` is not 16. The vLLM
-extensions of ``/v1/completions`` that a remote step-by-step client needs (``stop_token_ids``, ``include_stop_str_in_output``, ``skip_special_tokens``,
+extensions of ``/v1/completions`` that a remote step-by-step client needs
+(``stop_token_ids``, ``include_stop_str_in_output``, ``skip_special_tokens``,
 ``return_token_ids``, ``return_tokens_as_token_ids``, ``ignore_eos``, ``add_special_tokens``,
 ``top_k``) are here too; with the ``openai`` client they go in ``extra_body``.
 """
