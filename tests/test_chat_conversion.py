@@ -113,3 +113,19 @@ def test_text_without_blocks_is_all_content():
         [],
         [],
     )
+
+
+def test_a_call_of_a_tool_that_was_not_offered_is_invalid():
+    from rankguide_graph.chat.tool_calls import tool_names
+
+    offered = tool_names([{"type": "function", "function": {"name": "add", "parameters": {}}}])
+    assert offered == {"add"}
+    text = (
+        '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+        '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>'
+    )
+    parsed = parse_tool_calls(text, offered)
+    assert [c["name"] for c in parsed.tool_calls] == ["add"]
+    ((invalid,),) = [parsed.invalid_tool_calls]
+    assert invalid["name"] == "rm_rf" and "was not offered" in invalid["error"]
+    assert len(parse_tool_calls(text).tool_calls) == 2  # no tools named: every name is kept

@@ -29,7 +29,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rankguide_graph.chat.streaming import ContentStream
-from rankguide_graph.chat.tool_calls import parse_tool_calls
+from rankguide_graph.chat.tool_calls import parse_tool_calls, tool_names
 from rankguide_graph.errors import RankGuideError
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ class ChatRankGuide(BaseChatModel):
         if self.reasoning:
             message.additional_kwargs["reasoning_content"] = out["reasoning"]
         if tools:
-            _attach_tool_calls(message)
+            _attach_tool_calls(message, tool_names(tools))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -365,7 +365,8 @@ class ChatRankGuide(BaseChatModel):
                         yield chunk
                 elif kind == "answer":
                     run_id = None  # the answer node has closed the run
-                    chunk = self._last_chunk(event, steps, content, tools=bool(tools))
+                    offered = tool_names(tools) if tools else None
+                    chunk = self._last_chunk(event, steps, content, offered=offered)
                     if run_manager:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
@@ -381,14 +382,14 @@ class ChatRankGuide(BaseChatModel):
         steps: list[dict[str, Any]],
         content: ContentStream,
         *,
-        tools: bool,
+        offered: frozenset[str] | None,
     ) -> ChatGenerationChunk:
         """The rest of the content, the tool call chunks, usage and response metadata."""
         totals, answer = event["totals"], event["answer"]
         metadata = self._metadata(totals, _finish_reason(totals), steps)
         chunks = []
-        if tools:
-            parsed = parse_tool_calls(answer)
+        if offered is not None:
+            parsed = parse_tool_calls(answer, offered)
             answer = parsed.content
             if parsed.tool_calls:
                 metadata["finish_reason"] = "tool_calls"
@@ -516,9 +517,9 @@ def _usage(totals: dict[str, Any]) -> UsageMetadata:
     )
 
 
-def _attach_tool_calls(message: AIMessage) -> None:
+def _attach_tool_calls(message: AIMessage, offered: frozenset[str]) -> None:
     """Move ``<tool_call>`` blocks of the content into the message's tool calls."""
-    parsed = parse_tool_calls(message.text)
+    parsed = parse_tool_calls(message.text, offered)
     message.content = parsed.content
     message.tool_calls = parsed.tool_calls
     message.invalid_tool_calls = parsed.invalid_tool_calls

@@ -3,8 +3,9 @@
 Qwen2.5/Qwen3 and Hermes chat templates render tools into the system turn and ask the model to
 answer with one such block per call. This module finds the blocks, returns the text around them
 as the message content, each well-formed block as a LangChain ``ToolCall`` and each malformed one
-(bad JSON, no name, arguments that are not an object, an unterminated block) as an
-``InvalidToolCall`` carrying the raw text and the reason, so a bad generation never raises.
+(bad JSON, no name, a tool that was not offered, arguments that are not an object, an
+unterminated block) as an ``InvalidToolCall`` carrying the raw text and the reason, so a bad
+generation never raises.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,18 @@ def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def parse_tool_calls(text: str) -> ParsedOutput:
-    """Split ``text`` into content and the tool calls of its ``<tool_call>`` blocks."""
+def tool_names(tools: Sequence[dict[str, Any]]) -> frozenset[str]:
+    """The names of OpenAI-style tool schemas (``{"type": "function", "function": {...}}``)."""
+    return frozenset(str(t.get("function", {}).get("name", t.get("name", ""))) for t in tools) - {
+        ""
+    }
+
+
+def parse_tool_calls(text: str, offered: Collection[str] | None = None) -> ParsedOutput:
+    """Split ``text`` into content and the tool calls of its ``<tool_call>`` blocks.
+
+    With ``offered`` (the bound tools' names), a call of any other name is invalid.
+    """
     parsed = ParsedOutput(content="")
     pieces, position = [], 0
     for match in _BLOCK.finditer(text):
@@ -49,13 +61,15 @@ def parse_tool_calls(text: str) -> ParsedOutput:
         position = match.end()
         raw = match.group(1).strip()
         terminated = match.group(0).endswith(CLOSE)
-        _parse_block(raw, terminated, parsed)
+        _parse_block(raw, terminated, parsed, offered)
     pieces.append(text[position:])
     parsed.content = "".join(pieces).strip()
     return parsed
 
 
-def _parse_block(raw: str, terminated: bool, into: ParsedOutput) -> None:
+def _parse_block(
+    raw: str, terminated: bool, into: ParsedOutput, offered: Collection[str] | None
+) -> None:
     call_id = new_call_id()
     if not terminated:
         into.invalid_tool_calls.append(
@@ -73,6 +87,16 @@ def _parse_block(raw: str, terminated: bool, into: ParsedOutput) -> None:
     if not isinstance(name, str) or not name:
         into.invalid_tool_calls.append(
             invalid_tool_call(name=None, args=raw, id=call_id, error="no tool name")
+        )
+        return
+    if offered is not None and name not in offered:
+        into.invalid_tool_calls.append(
+            invalid_tool_call(
+                name=name,
+                args=raw,
+                id=call_id,
+                error=f"tool {name!r} was not offered (bound tools: {sorted(offered)})",
+            )
         )
         return
     arguments = payload.get("arguments", payload.get("parameters", {}))
