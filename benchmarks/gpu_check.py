@@ -67,7 +67,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import transformers
-from qwen_vocab import VOCAB_SIZE, qwen_tokenizer  # benchmarks/ is on sys.path (script dir)
+from bench_engine import cpu_name  # benchmarks/ is on sys.path (the script's directory)
+from qwen_vocab import VOCAB_SIZE, qwen_tokenizer
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen2Config
 from transformers.utils import logging as hf_logging
 
@@ -231,14 +232,7 @@ def sync(device: torch.device) -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def first_difference(a: list[int], b: list[int]) -> str:
