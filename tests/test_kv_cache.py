@@ -232,3 +232,31 @@ def test_a_growing_cache_allocates_what_runs_use_and_a_static_one_the_whole_rese
     static = KVCache(model, "static", 16)
     static.reset(5_000)  # fixed shapes: the whole reservation
     assert static.capacity == 5_000
+
+
+@pytest.mark.parametrize("kind", ["growing", "static"])
+def test_a_forward_pass_that_fails_midway_leaves_the_cache_as_it_was(llama_pair, kind):
+    """Layer 0 writes, then layer 1 raises: the next pass must not see layer 0's extra slot."""
+    srm = llama_pair["srm"]
+    runner = ModelRunner(srm)
+    if kind == "static":
+        runner.kv = KVCache(runner.model, "static", 256)
+    engine = _engine(llama_pair, {"srm": runner})
+    engine.start(_prompt(llama_pair))
+    engine.generate_step("srm")
+
+    def fail(*_args):
+        raise KeyboardInterrupt
+
+    handle = runner._layers[1].register_forward_pre_hook(fail)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine.generate_step("srm")
+    finally:
+        handle.remove()
+    layers = runner.kv.cache.layers
+    assert {int(layer.get_seq_length()) for layer in layers} == {runner.cached_len}
+    engine.generate_step("srm")
+    torch.testing.assert_close(
+        engine.observe("srm").logits, _last_logits(srm, engine.sequence), atol=ATOL, rtol=0
+    )

@@ -40,6 +40,11 @@ what a run uses (at most twice it), not its budget (a 32B LRM holds 256 KiB per 
 a run of 16k tokens pays two doublings, amortised O(1) per token."""
 
 
+def whole_chunks(n_tokens: int) -> int:
+    """``n_tokens`` rounded up to a multiple of :data:`CHUNK_TOKENS`."""
+    return -(-n_tokens // CHUNK_TOKENS) * CHUNK_TOKENS
+
+
 class GrowingLayer(DynamicLayer):
     """Keys and values of one attention layer in preallocated buffers, grown in chunks.
 
@@ -83,8 +88,7 @@ class GrowingLayer(DynamicLayer):
     def _grow(self, needed: int) -> None:
         """Reallocate for at least ``needed`` positions (twice the capacity, in whole chunks)."""
         assert self._k is not None and self._v is not None
-        target = max(needed, 2 * self.capacity)
-        capacity = -(-target // CHUNK_TOKENS) * CHUNK_TOKENS
+        capacity = whole_chunks(max(needed, 2 * self.capacity))
         for name in ("_k", "_v"):
             old = getattr(self, name)
             new = old.new_empty(*old.shape[:2], capacity, old.shape[-1])
@@ -186,11 +190,6 @@ class KVCache:
         """Record that a forward pass wrote ``n_tokens`` more positions."""
         self._length += n_tokens
 
-    @property
-    def max_length(self) -> int | None:
-        """The most positions it can hold: ``capacity`` when static, unbounded when growing."""
-        return self.capacity if self.kind == "static" else None
-
     def ensure(self, length: int) -> None:
         """Make room for ``length`` positions before a forward pass writes them.
 
@@ -201,7 +200,7 @@ class KVCache:
         if self.kind != "static" or length <= self.capacity:
             return
         old = self.cache
-        self.capacity = -(-max(length, 2 * self.capacity) // CHUNK_TOKENS) * CHUNK_TOKENS
+        self.capacity = whole_chunks(max(length, 2 * self.capacity))
         self.cache = self._new_cache()
         old_layers: list[Any] = list(old.layers)
         new_layers: list[Any] = list(self.cache.layers)
@@ -215,13 +214,18 @@ class KVCache:
             new_layer.cumulative_length.fill_(self._length)
 
     def truncate(self, length: int) -> None:
-        """Keep the first ``length`` positions: O(1), nothing is copied or freed."""
-        drop = self._length - length
-        if drop <= 0:
-            return
-        for layer in self.cache.layers:
-            crop_layer(layer, drop)
-        self._length = length
+        """Keep the first ``length`` positions: O(1), nothing is copied or freed.
+
+        Each layer is cut to ``length`` by what it holds itself, so a forward pass interrupted
+        after some layers wrote (an exception, an interrupt) is undone by ``truncate(length)``.
+        """
+        layers: list[Any] = list(self.cache.layers)
+        for layer in layers:
+            if getattr(layer, "is_initialized", False):
+                held = int(layer.get_seq_length())
+                if held > length:
+                    crop_layer(layer, held - length)
+        self._length = min(self._length, length)
 
     def reset(self, capacity: int | None = None) -> None:
         """Empty the cache for a new run of up to ``capacity`` positions.

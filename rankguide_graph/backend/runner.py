@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -178,11 +179,13 @@ class ModelRunner:
             capture_layer_input(layer_module, capture_idx) as captured,
             add_at_positions(steered_module, vector, self.alpha, steer_mask),
         ):
-            out = self.model(
-                input_ids=input_ids,
-                use_cache=True,
-                logits_to_keep=0 if token_logprobs else 1,
-                **{self._keyword: self.kv.cache},
+            out = self._forward_or_undo(
+                lambda: self.model(
+                    input_ids=input_ids,
+                    use_cache=True,
+                    logits_to_keep=0 if token_logprobs else 1,
+                    **{self._keyword: self.kv.cache},
+                )
             )
         self.kv.written(len(tokens))
         self.forward_seconds += time.perf_counter() - started
@@ -239,9 +242,22 @@ class ModelRunner:
         """One token (1, 1) through the model, compiled when asked; next-token logits (V,)."""
         self.kv.ensure(self.kv.length + 1)
         if self.decoder is not None:
-            logits = self.decoder(input_ids, self.kv)
+            decoder = self.decoder
+            logits = self._forward_or_undo(lambda: decoder(input_ids, self.kv))
         else:
-            out = self.model(input_ids=input_ids, use_cache=True, **{self._keyword: self.kv.cache})
+            out = self._forward_or_undo(
+                lambda: self.model(
+                    input_ids=input_ids, use_cache=True, **{self._keyword: self.kv.cache}
+                )
+            )
             logits = out.logits[0, -1]
         self.kv.written(1)
         return logits
+
+    def _forward_or_undo(self, forward: Callable[[], Any]) -> Any:
+        """Run one forward pass; if it fails midway, drop what its first layers wrote."""
+        try:
+            return forward()
+        except BaseException:
+            self.kv.truncate(self.kv.length)
+            raise
