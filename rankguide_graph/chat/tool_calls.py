@@ -44,9 +44,8 @@ def new_call_id() -> str:
 
 def tool_names(tools: Sequence[dict[str, Any]]) -> frozenset[str]:
     """The names of OpenAI-style tool schemas (``{"type": "function", "function": {...}}``)."""
-    return frozenset(str(t.get("function", {}).get("name", t.get("name", ""))) for t in tools) - {
-        ""
-    }
+    names = (str(t.get("function", {}).get("name", t.get("name", ""))) for t in tools)
+    return frozenset(name for name in names if name)
 
 
 def parse_tool_calls(text: str, offered: Collection[str] | None = None) -> ParsedOutput:
