@@ -10,16 +10,21 @@
   one comparison of ``sequence_version`` (a token the session draws whenever its text changes),
   never a comparison of the token lists, so a node's cost does not grow with the text.
 
-Weights are shared and hooks are registered on shared modules, so model work of concurrent runs
-on one pair is serialised by the pair's lock (each node holds it while it runs the models).
+Concurrent runs share the weights and batch their decoding: every in-process model has a
+:class:`~rankguide_graph.backend.scheduler.BatchScheduler` that runs all its forward passes, and a
+session's runners each hold one row of their model's slot cache. :class:`SessionRegistry` admits a
+session only when a row is free on each of its models (all at once, so two runs can never hold
+one row each and wait for the other's); a run beyond the slots waits for one. A session whose run
+has not touched its models for :data:`IDLE_RECLAIM_S` (a run paused for human input, a stream
+nobody reads) gives its rows to a waiting run and is rebuilt from its state if it comes back.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ from rankguide_graph.backend.remote import (
     RetryPolicy,
     is_remote,
 )
+from rankguide_graph.backend.scheduler import BatchScheduler
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.policies.base import RoutingPolicy
@@ -53,8 +59,11 @@ from rankguide_graph.signals import RankWindow
 from rankguide_graph.state import KeepTokens, ReasoningState, TokenEdit
 from rankguide_graph.steering import load_steering_vector
 
-MAX_SESSIONS = 16
-"""Runs whose caches a process keeps at once; the least recently used is dropped beyond this."""
+DEFAULT_SLOTS = 16
+"""Runs a process decodes at once per model (rows of each model's slot cache), by default."""
+
+IDLE_RECLAIM_S = 2.0
+"""A session that has not run its models for this long gives its rows to a run waiting for one."""
 
 
 @dataclass
@@ -66,17 +75,40 @@ class ModelPair:
     """Loaded in-process, or behind a completions server (``http://host:port/v1#model``)."""
     stop_rule: StepStopRule
     """Where steps end, compiled for the shared tokenizer."""
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    """Held by a node while it runs these models."""
+    schedulers: dict[str, BatchScheduler] = field(default_factory=dict, repr=False)
+    """The batch scheduler of each in-process model, by role (a remote LRM has none)."""
 
 
 class ModelPool:
-    """Loads each checkpoint once per process and pairs them."""
+    """Loads each checkpoint once per process, pairs them, and runs one scheduler per model."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
         self._models: dict[tuple[str, str | None, str | None], LoadedModel] = {}
         self._pairs: dict[tuple[object, ...], ModelPair] = {}
+        self._schedulers: dict[int, BatchScheduler] = {}
         self._lock = threading.Lock()
+        self.slots = slots
+        """Runs decoded at once per model; more wait for a row (:meth:`reserve` raises it)."""
+
+    def reserve(self, slots: int) -> None:
+        """Let at least ``slots`` runs hold rows at once (e.g. a server's worker count)."""
+        with self._lock:
+            self.slots = max(self.slots, int(slots))
+            for scheduler in self._schedulers.values():
+                scheduler.slots.slots = max(scheduler.slots.slots, self.slots)
+
+    def scheduler(self, loaded: LoadedModel) -> BatchScheduler:
+        """The batch scheduler of ``loaded`` (one per loaded model, started on first use)."""
+        with self._lock:
+            found = self._schedulers.get(id(loaded))
+            if found is None or found.loaded is not loaded:
+                found = self._schedulers[id(loaded)] = BatchScheduler(loaded, self.slots)
+            return found
+
+    def schedulers(self) -> list[BatchScheduler]:
+        """Every scheduler started so far (for ``/health``)."""
+        with self._lock:
+            return list(self._schedulers.values())
 
     def add(
         self, loaded: LoadedModel, *, device: str | None = None, dtype: str | None = None
@@ -119,6 +151,9 @@ class ModelPool:
             lrm = self.load(context.lrm, device=context.device, dtype=context.dtype)
             check_same_tokenizer(srm, lrm)
         made = ModelPair(srm=srm, lrm=lrm, stop_rule=StepStopRule.for_tokenizer(srm.tokenizer))
+        made.schedulers["srm"] = self.scheduler(srm)
+        if isinstance(lrm, LoadedModel):
+            made.schedulers["lrm"] = self.scheduler(lrm)
         with self._lock:
             return self._pairs.setdefault(key, made)
 
@@ -127,6 +162,9 @@ class ModelPool:
         with self._lock:
             self._models.clear()
             self._pairs.clear()
+            for scheduler in self._schedulers.values():
+                scheduler.close()
+            self._schedulers.clear()
 
 
 POOL = ModelPool()
@@ -149,12 +187,13 @@ class RunSession:
             steering=steering,
             alpha=context.alpha,
             compile=context.compile,
+            scheduler=pair.schedulers.get("srm"),
         )
         sampling = SamplingConfig(
             temperature=context.temperature, top_p=context.top_p, seed=context.seed
         )
         self.engine = StepEngine(
-            {"srm": srm, "lrm": _runner_for(pair.lrm, compile=context.compile)},
+            {"srm": srm, "lrm": _runner_for(pair, compile=context.compile)},
             pair.stop_rule,
             max_step_tokens=context.max_step_tokens,
             sampling=sampling,
@@ -167,6 +206,42 @@ class RunSession:
         until the engine holds a text. A checkpoint of the first state layout has none: ``""``."""
         self.policy: RoutingPolicy = get_policy_class(context.policy)(context)
         self.policy.setup(self)
+        self.cancel = threading.Event()
+        """Set when the run's consumer went away: a decode step in flight leaves its batch."""
+        for runner in self.engine.runners.values():
+            if isinstance(runner, ModelRunner):
+                runner.cancelled = self.cancel.is_set
+        self.busy = 0
+        """Nodes of this run inside :meth:`models` now."""
+        self.last_active = time.monotonic()
+        self.release_when_idle = False
+        """Closed while busy: the rows go back when the node leaves :meth:`models`."""
+
+    # -- rows of the models' slot caches --------------------------------------------------------
+    def schedulers(self) -> list[BatchScheduler]:
+        """The schedulers this run needs a row of (its batched runners' models)."""
+        return [r.scheduler for r in self._batched() if r.scheduler is not None]
+
+    def holds_rows(self) -> bool:
+        """Whether the run holds its rows."""
+        return any(r.row is not None for r in self._batched())
+
+    def bind_rows(self, rows: list[int]) -> None:
+        """Take ``rows`` (one per :meth:`schedulers` entry); the caches start empty."""
+        for runner, row in zip(self._batched(), rows, strict=True):
+            runner.bind_row(row)
+        self.version = None  # the caches are empty: the next sync refills them from the state
+
+    def release_rows(self) -> None:
+        """Give the rows back; a later node of this run rebuilds its caches from the state."""
+        for runner in self._batched():
+            row = runner.unbind_row()
+            if row is not None and runner.scheduler is not None:
+                runner.scheduler.slots.release(row)
+        self.version = None
+
+    def _batched(self) -> list[ModelRunner]:
+        return [r for r in self.engine.runners.values() if isinstance(r, ModelRunner) and r.batched]
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -196,6 +271,8 @@ class RunSession:
     def start(self, prompt: list[int]) -> dict:
         """Begin the run on ``prompt``; the state update that records it."""
         self.engine.start(prompt, reserve=self.capacity(len(prompt)))
+        self.window.clear()
+        self.observation = None
         self.version = uuid.uuid4().hex
         return {"sequence": Overwrite(list(prompt)), "sequence_version": self.version}
 
@@ -246,61 +323,130 @@ class RunSession:
 
     @contextmanager
     def models(self) -> Iterator[None]:
-        """Hold the pair's lock (and inference mode) while running the models."""
-        with self.pair.lock, torch.inference_mode():
-            yield
+        """Mark the run busy (its rows are not reclaimed) while a node runs the models."""
+        self.busy += 1
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.busy -= 1
+            self.last_active = time.monotonic()
+            if self.busy == 0 and self.release_when_idle:
+                self.release_when_idle = False
+                SESSIONS.release(self)
 
 
-def _runner_for(model: LoadedModel | RemoteModel, *, compile: bool) -> ModelRunner | RemoteRunner:
-    """An in-process runner, or the request-per-step runner of a remote model."""
-    if isinstance(model, RemoteModel):
-        return RemoteRunner(model)  # the server compiles (vLLM, SGLang capture CUDA graphs)
-    return ModelRunner(model, compile=compile)
+def _runner_for(pair: ModelPair, *, compile: bool) -> ModelRunner | RemoteRunner:
+    """The LRM's runner: in-process on its scheduler, or request-per-step to a remote model."""
+    if isinstance(pair.lrm, RemoteModel):
+        return RemoteRunner(pair.lrm)  # the server compiles (vLLM, SGLang capture CUDA graphs)
+    return ModelRunner(pair.lrm, compile=compile, scheduler=pair.schedulers.get("lrm"))
 
 
 class SessionRegistry:
-    """Open sessions by run id, least recently used dropped first."""
+    """Open sessions by run id; admits a session when its models have a free row each."""
 
-    def __init__(self, pool: ModelPool, capacity: int = MAX_SESSIONS) -> None:
+    def __init__(self, pool: ModelPool, idle_reclaim_s: float = IDLE_RECLAIM_S) -> None:
         self.pool = pool
-        self.capacity = capacity
-        self._sessions: OrderedDict[str, RunSession] = OrderedDict()
-        self._lock = threading.Lock()
+        self.idle_reclaim_s = idle_reclaim_s
+        self._sessions: dict[str, RunSession] = {}
+        self._cond = threading.Condition()
+        self.waiting = 0
+        """Runs waiting for a row now."""
 
     def open(self, context: RankGuideContext) -> tuple[str, RunSession]:
-        """Start a session for a new run."""
+        """Start a session for a new run (waiting for rows when all are held)."""
         session = RunSession(self.pool.pair(context), context)
         run_id = uuid.uuid4().hex
-        self._put(run_id, session)
+        self._admit(run_id, session)
         return run_id, session
 
     def get(self, state: ReasoningState, context: RankGuideContext) -> RunSession:
         """The session of ``state``'s run, synced to its text (rebuilt if it was lost)."""
         run_id = state["run_id"]
-        with self._lock:
+        with self._cond:
             session = self._sessions.get(run_id)
-            if session is not None:
-                self._sessions.move_to_end(run_id)
-        if session is None or session.context != context:
+        if session is not None and session.context != context:
+            self.close(run_id)
+            session = None
+        if session is None:
             session = RunSession(self.pool.pair(context), context)
-            self._put(run_id, session)
+            self._admit(run_id, session)
+        session.last_active = time.monotonic()
         session.sync(state)
         return session
 
     def close(self, run_id: str) -> None:
-        """Free a finished run's caches."""
-        with self._lock:
-            self._sessions.pop(run_id, None)
+        """Free a run's rows (at once, or when its node leaves the models); stop its decoding."""
+        with self._cond:
+            session = self._sessions.pop(run_id, None)
+        if session is None:
+            return
+        session.cancel.set()
+        if session.busy:
+            session.release_when_idle = True
+        else:
+            self.release(session)
+
+    def release(self, session: RunSession) -> None:
+        """Give ``session``'s rows back and wake the runs waiting for one."""
+        with self._cond:
+            session.release_rows()
+            self._cond.notify_all()
 
     def __len__(self) -> int:
         """Number of open sessions."""
         return len(self._sessions)
 
-    def _put(self, run_id: str, session: RunSession) -> None:
-        with self._lock:
-            self._sessions[run_id] = session
-            while len(self._sessions) > self.capacity:
-                self._sessions.popitem(last=False)
+    def _admit(self, run_id: str, session: RunSession) -> None:
+        """Register ``session`` once a row is free on each of its models (waiting if not)."""
+        schedulers = session.schedulers()
+        with self._cond:
+            self.waiting += 1
+            try:
+                while True:
+                    rows = _take_rows(schedulers)
+                    if rows is not None:
+                        session.bind_rows(rows)
+                        self._sessions[run_id] = session
+                        return
+                    victim = self._idle_victim(schedulers)
+                    if victim is not None:
+                        self._sessions.pop(victim, None)
+                        continue
+                    self._cond.wait(timeout=0.25)
+            finally:
+                self.waiting -= 1
+
+    def _idle_victim(self, schedulers: list[BatchScheduler]) -> str | None:
+        """Free the rows of the longest idle session on ``schedulers``; its run id, or None."""
+        now = time.monotonic()
+        idle = [
+            (session.last_active, run_id)
+            for run_id, session in self._sessions.items()
+            if session.busy == 0
+            and now - session.last_active >= self.idle_reclaim_s
+            and session.holds_rows()
+            and set(map(id, session.schedulers())) & set(map(id, schedulers))
+        ]
+        if not idle:
+            return None
+        _, run_id = min(idle)
+        self._sessions[run_id].release_rows()
+        return run_id
+
+
+def _take_rows(schedulers: list[BatchScheduler]) -> list[int] | None:
+    """A row of each scheduler's slot cache, or ``None`` (and nothing taken) if one is full."""
+    rows: list[int] = []
+    for scheduler in schedulers:
+        row = scheduler.slots.acquire()
+        if row is None:
+            for taken, got in zip(schedulers, rows, strict=False):
+                taken.slots.release(got)
+            return None
+        rows.append(row)
+    return rows
 
 
 SESSIONS = SessionRegistry(POOL)

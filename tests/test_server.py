@@ -539,7 +539,7 @@ def test_serve_refuses_bad_options_before_loading(capsys, model_dirs):
     assert "--model demo serves the embedded pair" in capsys.readouterr().err
     args = ["serve", "--srm", str(pair["srm"]), "--lrm", str(pair["lrm"]), "--max-concurrent", "0"]
     assert main(args) == 2
-    assert "max_concurrent (=0) must be an int in [1, 16]" in capsys.readouterr().err
+    assert "max_concurrent (=0) must be an int in [1, 256]" in capsys.readouterr().err
     assert main(["serve", "--model", "demo", "--api-key", " "]) == 2
     assert "--api-key (=' ', or $" in capsys.readouterr().err
 

@@ -12,10 +12,17 @@ The cache is a :class:`~rankguide_graph.backend.kv_cache.KVCache` sized for the 
 (``reset(capacity=...)``): written in place, never concatenated, rolled back in O(1). With
 ``compile=True`` it is static and the decode loop's one-token forward runs through
 :mod:`~rankguide_graph.backend.compiled_decode`; ``feed`` (hooks, steering) always runs eagerly.
+
+Given a :class:`~rankguide_graph.backend.scheduler.BatchScheduler`, the runner is one of many runs
+on a shared model: its cache is a row of the scheduler's slot cache (:meth:`bind_row`), its passes
+run on the scheduler's thread, and its decode steps are batched with those of the other runs
+(a compiled runner keeps its own static cache and only uses the scheduler's thread). Without one
+it runs the model in the calling thread, under the model's lock.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +37,8 @@ from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
 from rankguide_graph.backend.layers import check_layer, decoder_layers, middle_layer
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.sampling import TokenSampler
+from rankguide_graph.backend.scheduler import BatchScheduler, DecodeJob, RunCancelled, model_lock
+from rankguide_graph.backend.slot_cache import RowKV
 from rankguide_graph.backend.stopping import StepStopTracker, StopReason, step_end
 from rankguide_graph.steering.hook import add_at_positions
 from rankguide_graph.steering.vector import SteeringVector
@@ -69,11 +78,14 @@ class ModelRunner:
         steering: SteeringVector | None = None,
         alpha: float = 1.0,
         compile: bool = False,
+        scheduler: BatchScheduler | None = None,
     ) -> None:
         """Wrap ``loaded``; ``layer`` is the signal layer (default: the middle one).
 
         ``compile`` runs the decode loop's one-token forward through ``torch.compile`` over a
         static cache (CUDA graphs on CUDA); the first compiled call is checked against eager.
+        ``scheduler`` makes this one of many batched runs on the model (module docstring); the
+        runner then needs a row (:meth:`bind_row`) before its first pass.
         """
         self.loaded = loaded
         self.model = loaded.model
@@ -89,10 +101,52 @@ class ModelRunner:
         """Time in ``feed`` passes and ``decode`` loops (sampling and stop checks included)."""
         self._keyword = cache_keyword(self.model)
         self.decoder: CompiledDecoder | None = compiled_decoder(self.model) if compile else None
-        self.kv = KVCache(self.model, "static" if compile else "growing", CHUNK_TOKENS)
+        self.scheduler = scheduler
+        self.batched = scheduler is not None and not compile
+        """Whether decode steps join the scheduler's batch (else they run as one pass)."""
+        self._kv: KVCache | RowKV | None = None
+        if not self.batched:
+            self._kv = KVCache(self.model, "static" if compile else "growing", CHUNK_TOKENS)
         self._next_logits: torch.Tensor | None = None
+        self.cancelled: Callable[[], bool] = lambda: False
+        """Polled at every sampled token: ``True`` ends the step with :class:`RunCancelled`."""
 
     # -- state ----------------------------------------------------------------------------------
+    @property
+    def kv(self) -> KVCache | RowKV:
+        """The run's KV cache (its own, or its row of the scheduler's slot cache)."""
+        if self._kv is None:
+            raise RuntimeError(
+                f"the runner of {self.name!r} holds no cache row: a batched runner needs "
+                "bind_row(row) (a session gets one when it is admitted) before a forward pass"
+            )
+        return self._kv
+
+    @kv.setter
+    def kv(self, cache: KVCache | RowKV) -> None:
+        """Give the runner another cache (tests drive a static one eagerly)."""
+        self._kv = cache
+
+    @property
+    def row(self) -> int | None:
+        """The slot-cache row a batched runner holds, else ``None``."""
+        return self._kv.row if isinstance(self._kv, RowKV) else None
+
+    def bind_row(self, row: int) -> None:
+        """Take ``row`` of the scheduler's slot cache as this run's cache (empty)."""
+        assert self.scheduler is not None and self.batched
+        self._kv = RowKV(self.scheduler.slots, row)
+        self._kv.reset()
+        self._next_logits = None
+
+    def unbind_row(self) -> int | None:
+        """Let go of the row (the caller releases it); the next pass needs a new one."""
+        row = self.row
+        if row is not None:
+            self._kv = None
+            self._next_logits = None
+        return row
+
     @property
     def name(self) -> str:
         """The checkpoint the model came from."""
@@ -100,8 +154,8 @@ class ModelRunner:
 
     @property
     def cached_len(self) -> int:
-        """Number of sequence positions held in the KV cache."""
-        return self.kv.length
+        """Number of sequence positions held in the KV cache (0 without a row)."""
+        return 0 if self._kv is None else self._kv.length
 
     @property
     def next_logits(self) -> torch.Tensor | None:
@@ -123,7 +177,8 @@ class ModelRunner:
         """
         if capacity is not None and self.loaded.max_context is not None:
             capacity = min(capacity, self.loaded.max_context)
-        self.kv.reset(capacity)
+        if self._kv is not None:
+            self._kv.reset(capacity)
         self._next_logits = None
         self.tokens_fed = 0
         self.forward_seconds = 0.0
@@ -138,7 +193,7 @@ class ModelRunner:
         cached = self.cached_len
         if cached < length or (cached == length and self._next_logits is not None):
             return
-        self.kv.truncate(max(length - 1, 0))
+        self.kv.truncate(max(length - 1, 0))  # a row's mark is only moved between its passes
         self._next_logits = None
 
     # -- forward passes -------------------------------------------------------------------------
@@ -162,6 +217,20 @@ class ModelRunner:
         """
         if not tokens:
             raise ValueError("feed() needs at least one new token; the cache already covers all")
+        started = time.perf_counter()
+        try:
+            return self._execute(lambda: self._feed(tokens, capture, steer, token_logprobs))
+        finally:
+            self.forward_seconds += time.perf_counter() - started
+
+    def _feed(
+        self,
+        tokens: Sequence[int],
+        capture: Sequence[int],
+        steer: Sequence[int],
+        token_logprobs: bool,
+    ) -> FeedResult:
+        """The pass of :meth:`feed`, on the thread that runs this model's passes."""
         device = self.loaded.device
         input_ids = torch.tensor([list(tokens)], dtype=torch.long, device=device)  # (1, T)
         layer_module = self._layers[self.layer]
@@ -172,7 +241,6 @@ class ModelRunner:
         vector, steered_module = torch.zeros(0), layer_module
         if self.steering is not None:
             vector, steered_module = self.steering.vector, self._layers[self.steering.layer]
-        started = time.perf_counter()
         self.kv.ensure(self.kv.length + len(tokens))
         # Capture is registered first: on a shared layer it reads the state before steering.
         with (
@@ -188,7 +256,6 @@ class ModelRunner:
                 )
             )
         self.kv.written(len(tokens))
-        self.forward_seconds += time.perf_counter() - started
         self.tokens_fed += len(tokens)
         logits = out.logits[0, -1].float().cpu()  # (V,)
         self._next_logits = logits
@@ -211,39 +278,74 @@ class ModelRunner:
     ) -> tuple[list[int], StopReason]:
         """Sample one step starting from ``next_logits``; the last sampled token is not fed.
 
-        Runs a plain token-by-token loop (no ``generate``): batch 1, no padding, so the model's
-        own forward derives positions from the cache. Greedy output equals ``generate``'s.
+        Runs a plain token-by-token loop (no ``generate``): no padding, so the model's own
+        forward derives positions from the cache. Greedy output equals ``generate``'s. A
+        batched runner's loop advances inside the scheduler's batch, one token per pass.
         ``on_token`` sees each sampled token (streaming) and may end the step there
         (:func:`~rankguide_graph.backend.stopping.step_end`).
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
-        device = self.loaded.device
         logits = self._next_logits
         self._next_logits = None
         new_tokens: list[int] = []
+        ended: list[StopReason] = []
+
+        def advance(logits: torch.Tensor) -> int | None:
+            """Sample from logits (V,); the token to feed next, or None when the step ends."""
+            if self.cancelled():
+                raise RunCancelled(f"the run on {self.name!r} was cancelled mid-step")
+            token = sampler(logits)
+            new_tokens.append(token)
+            reason = step_end(tracker, token, on_token)
+            if reason is None and len(new_tokens) >= max_new_tokens:
+                reason = StopReason.MAX_STEP_TOKENS
+            if reason is not None:
+                ended.append(reason)
+                return None
+            self.tokens_fed += 1  # the next pass feeds it
+            return token
+
         started = time.perf_counter()
         try:
-            while True:
-                token = sampler(logits)
-                new_tokens.append(token)
-                reason = step_end(tracker, token, on_token)
-                if reason is not None:
-                    return new_tokens, reason
-                if len(new_tokens) >= max_new_tokens:
-                    return new_tokens, StopReason.MAX_STEP_TOKENS
-                input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-                logits = self._decode_one(input_ids)  # (V,)
-                self.tokens_fed += 1
+            if self.batched:
+                assert self.scheduler is not None and isinstance(self.kv, RowKV)
+                # on_token runs on the scheduler's thread, in this thread's context (LangGraph's
+                # stream writer lives in a context variable).
+                context = contextvars.copy_context()
+                job = DecodeJob(
+                    row=self.kv.row, logits=logits, advance=lambda x: context.run(advance, x)
+                )
+                self.scheduler.decode(job)
+            else:
+                self._execute(lambda: self._decode_loop(logits, advance))
         finally:
             self.forward_seconds += time.perf_counter() - started
+        return new_tokens, ended[0]
+
+    def _decode_loop(
+        self, logits: torch.Tensor, advance: Callable[[torch.Tensor], int | None]
+    ) -> None:
+        """Feed each token ``advance`` picks, one pass each, until it returns ``None``."""
+        device = self.loaded.device
+        while (token := advance(logits)) is not None:
+            input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+            logits = self._decode_one(input_ids)  # (V,)
+
+    def _execute(self, fn: Callable[[], Any]) -> Any:
+        """Run one pass (or a step's passes) where this model's passes run."""
+        if self.scheduler is not None:
+            return self.scheduler.run(fn)
+        with model_lock(self.model), torch.inference_mode():
+            return fn()
 
     def _decode_one(self, input_ids: torch.Tensor) -> torch.Tensor:
         """One token (1, 1) through the model, compiled when asked; next-token logits (V,)."""
         self.kv.ensure(self.kv.length + 1)
         if self.decoder is not None:
-            decoder = self.decoder
-            logits = self._forward_or_undo(lambda: decoder(input_ids, self.kv))
+            decoder, kv = self.decoder, self.kv
+            assert isinstance(kv, KVCache)  # a compiled runner keeps its own static cache
+            logits = self._forward_or_undo(lambda: decoder(input_ids, kv))
         else:
             out = self._forward_or_undo(
                 lambda: self.model(

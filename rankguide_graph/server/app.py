@@ -22,7 +22,10 @@ from rankguide_graph.server import chat_completions, completions
 from rankguide_graph.server.errors import APIError, install_error_handlers
 from rankguide_graph.server.models import ServedModels
 from rankguide_graph.server.workers import WorkerPool
-from rankguide_graph.session import MAX_SESSIONS, POOL
+from rankguide_graph.session import POOL, SESSIONS
+
+MAX_CONCURRENT = 256
+"""Most requests a server runs at once (each holds a KV-cache row of the context length)."""
 
 DEFAULT_NAME = "rankguide"
 """The pair's name on the API when the chat model has none (``NAME-srm``/``-lrm`` follow)."""
@@ -50,6 +53,10 @@ class ServerState:
             "queued": self.workers.queued,
             "max_concurrent": self.workers.limit,
             "cancelled": self.workers.cancelled,
+            "batch": {
+                scheduler.loaded.name: scheduler.occupancy() for scheduler in POOL.schedulers()
+            },
+            "waiting_for_rows": SESSIONS.waiting,
             "prefix_cache": {
                 single.name: {
                     "cached_tokens": len(single.cache.ids),
@@ -144,13 +151,18 @@ def create_app(
             with ``reasoning=True`` is served.
         name: the pair's name on the API (default: ``chat.model``, else ``"rankguide"``).
         api_key: when set, ``/v1`` routes need ``Authorization: Bearer <api_key>``.
-        max_concurrent: requests run at once (1..``MAX_SESSIONS``); the others wait.
+        max_concurrent: requests run at once (1..``MAX_CONCURRENT``); the others wait. Each
+            model's slot cache holds at least this many runs, whose decode steps are batched.
         max_body_bytes: largest request body (413 beyond).
     """
-    if not isinstance(max_concurrent, int) or not 1 <= max_concurrent <= MAX_SESSIONS:
+    if (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or not 1 <= max_concurrent <= MAX_CONCURRENT
+    ):
         raise ValueError(
-            f"max_concurrent (={max_concurrent!r}) must be an int in [1, {MAX_SESSIONS}]: more "
-            "runs at once than the session cache holds would rebuild their caches every step"
+            f"max_concurrent (={max_concurrent!r}) must be an int in [1, {MAX_CONCURRENT}]: "
+            "each running request holds a KV-cache row of the whole context"
         )
     if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
         raise ValueError(
@@ -161,6 +173,7 @@ def create_app(
         raise ValueError(f"max_body_bytes (={max_body_bytes!r}) must be an int >= 1024")
     if not chat.reasoning:
         chat = chat.model_copy(update={"reasoning": True})
+    POOL.reserve(max_concurrent)  # every running request can hold a row of each model
     pair = POOL.pair(chat.run_context())  # loads both models once; the graph's runs share them
     state = ServerState(
         chat=chat,

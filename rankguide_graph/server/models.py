@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rankguide_graph.backend.loading import LoadedModel
+from rankguide_graph.backend.scheduler import model_lock
 from rankguide_graph.server.errors import APIError
 from rankguide_graph.server.prefix_cache import PrefixCache
 from rankguide_graph.session import ModelPair
@@ -83,7 +84,7 @@ class ServedModels:
         """The two checkpoints (or the remote LRM's address)."""
         self.created = int(time.time())
         self.singles = {
-            role: SingleModel(f"{name}-{role}", role, PrefixCache(loaded, pair.lock))
+            role: SingleModel(f"{name}-{role}", role, PrefixCache(loaded, model_lock(loaded.model)))
             for role, loaded in _roles(pair)
         }
         self._by_name: dict[str, SingleModel] = {}

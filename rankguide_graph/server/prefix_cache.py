@@ -24,7 +24,7 @@ class PrefixCache:
     """A model, its KV cache and the ids the cache holds; use it under ``lock``."""
 
     def __init__(self, loaded: LoadedModel, lock: threading.RLock) -> None:
-        """``lock`` guards the model (shared with the graph's runs on the same pair)."""
+        """``lock`` guards the model (its batch scheduler takes it around every pass)."""
         self.loaded = loaded
         self.lock = lock
         self.kv = KVCache(loaded.model, "growing", CHUNK_TOKENS)

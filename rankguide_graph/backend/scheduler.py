@@ -1,0 +1,276 @@
+"""Continuous batching across runs: one thread per loaded model runs every forward pass of it.
+
+Concurrent runs (graph runs in threads: ``ChatRankGuide.batch``, ``rankguide serve``'s workers,
+``rankguide eval --concurrency``) hand their model work to the model's :class:`BatchScheduler`
+and wait for it; the scheduler thread runs the pending work of all of them:
+
+- **Exclusive work** (:meth:`BatchScheduler.run`): a catch-up prefill, a step-boundary pass with
+  its capture and steering hooks, a compiled run's decode. One run per pass, exactly as that run
+  alone would do it, so hooks on the shared modules only ever see that run's tokens.
+- **Decode steps** (:meth:`BatchScheduler.decode`): a run's step of token-by-token sampling. All
+  active decode steps advance together, one token per run per forward pass over the runs' rows of
+  the model's :class:`~rankguide_graph.backend.slot_cache.SlotCache`. A step joins the batch at
+  any token and leaves it when it ends (its stop rule, its token cap, its client cancelling),
+  without waiting for the others. Each step samples with its own sampler, stop rule and seed.
+
+Prefills and decodes do not share a pass: each loop turn first runs every queued exclusive job
+(prefills first, as vLLM's default scheduler does), then one decode pass for all active steps.
+A prefill is not chunked, so a long catch-up delays the other runs' next token by its length;
+prefills are rare (one per step boundary) and short next to a step's tokens. A decode pass with a
+single run goes through the same path as a run alone (no mask, exact views), so batching costs
+nothing at concurrency 1 and greedy output equals ``generate``'s. With several runs the attention
+runs over a padded view with an explicit mask; fp32 kernels then round differently in the last
+bits, which can flip a greedy token only at a near-tie of the top two logits (tests).
+
+A batched pass that raises (a bad input of one run) is retried one run at a time, so only the run
+whose pass fails gets the error. The thread takes :func:`model_lock` around every pass: code that
+runs the same model outside the scheduler (the server's single-model endpoints, an LRM judge)
+takes it too, so no pass sees another's hooks.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from rankguide_graph.backend.cache_keyword import cache_keyword
+from rankguide_graph.backend.loading import LoadedModel
+from rankguide_graph.backend.slot_cache import SlotCache
+
+T = TypeVar("T")
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock held while ``model`` runs a forward pass (hooks are on its shared modules)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+class RunCancelled(Exception):
+    """A decode step left the batch because its run was cancelled (its client went away)."""
+
+
+@dataclass(eq=False)
+class DecodeJob:
+    """One run's step of sampling, advanced one token per batched pass."""
+
+    row: int
+    """The run's row in the model's slot cache."""
+    logits: torch.Tensor
+    """Next-token logits at the row's end, (V,): what the first token is sampled from."""
+    advance: Callable[[torch.Tensor], int | None]
+    """Sample from logits (V,); the token to feed next, or ``None`` when the step has ended."""
+    cancelled: Callable[[], bool] = lambda: False
+    """Polled before every pass: ``True`` makes the step leave the batch with RunCancelled."""
+    future: Future[None] = field(default_factory=Future)
+    token: int = -1
+    """The sampled token the next pass feeds."""
+
+    def step(self, logits: torch.Tensor) -> bool:
+        """Advance on ``logits``; whether the job wants another pass (else it is resolved)."""
+        try:
+            if self.cancelled():
+                raise RunCancelled("the run was cancelled")
+            token = self.advance(logits)
+        except BaseException as error:  # only this run fails
+            self.future.set_exception(error)
+            return False
+        if token is None:
+            self.future.set_result(None)
+            return False
+        self.token = token
+        return True
+
+
+class BatchScheduler:
+    """Runs every forward pass of one model; batches the decode steps of concurrent runs."""
+
+    def __init__(self, loaded: LoadedModel, slots: int) -> None:
+        """Serve up to ``slots`` runs at once (rows of the slot cache)."""
+        self.loaded = loaded
+        self.slots = SlotCache(loaded.model, slots)
+        self.lock = model_lock(loaded.model)
+        self.passes = 0
+        """Decode passes run so far."""
+        self.rows_decoded = 0
+        """Run-tokens those passes decoded (``rows_decoded / passes`` is the mean batch)."""
+        self._keyword = cache_keyword(loaded.model)
+        self._cond = threading.Condition()
+        self._exclusive: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._joining: list[DecodeJob] = []
+        self._decoding: list[DecodeJob] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._torch_threads = torch.get_num_threads()
+
+    # -- what runs submit -----------------------------------------------------------------------
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (one run's pass) on the scheduler thread between decode passes."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        future: Future[T] = Future()
+        with self._cond:
+            self._exclusive.append((fn, future))
+            self._start_thread()
+            self._cond.notify()
+        return _await(future, cancel=lambda: None)
+
+    def decode(self, job: DecodeJob) -> None:
+        """Let ``job`` decode with the batch until its step ends; its error is re-raised."""
+        cancel = threading.Event()
+        polled = job.cancelled
+        job.cancelled = lambda: cancel.is_set() or polled()
+        with self._cond:
+            self._joining.append(job)
+            self._start_thread()
+            self._cond.notify()
+        _await(job.future, cancel=cancel.set)
+
+    def close(self) -> None:
+        """Stop the thread once the work already submitted is done."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    @property
+    def decoding(self) -> int:
+        """Runs in the current decode batch."""
+        return len(self._decoding)
+
+    def occupancy(self) -> dict[str, float]:
+        """Rows held, slots, the decode batch now and on average (for ``/health``)."""
+        return {
+            "rows_in_use": self.slots.rows_in_use,
+            "slots": self.slots.slots,
+            "decoding": self.decoding,
+            "decode_passes": self.passes,
+            "mean_batch": round(self.rows_decoded / self.passes, 3) if self.passes else 0.0,
+        }
+
+    # -- the scheduler thread -------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            name = f"rankguide-batch-{self.loaded.name}"
+            self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        torch.set_num_threads(self._torch_threads)  # the thread count is per thread (OpenMP)
+        while True:
+            with self._cond:
+                while not (self._exclusive or self._joining or self._decoding):
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                exclusive, self._exclusive = self._exclusive, []
+                joining, self._joining = self._joining, []
+            for fn, future in exclusive:
+                if future.set_running_or_notify_cancel():
+                    _resolve(future, fn, self.lock)
+            self._decoding += [job for job in joining if job.step(job.logits)]
+            if self._decoding:
+                self._decode_pass()
+
+    def _decode_pass(self) -> None:
+        """Feed every active step its sampled token in one pass; advance them on the logits."""
+        jobs = self._decoding
+        with self.lock, torch.inference_mode():
+            try:
+                logits = self._forward(jobs)  # (B, V), one row per job
+            except Exception:  # one run's bad input: find it by running each alone
+                logits = None
+            if logits is None:
+                self._decoding = [job for job in jobs if self._alone(job)]
+                return
+        self.passes += 1
+        self.rows_decoded += len(jobs)
+        self._decoding = [job for job, row in zip(jobs, logits, strict=True) if job.step(row)]
+
+    def _forward(self, jobs: list[DecodeJob]) -> torch.Tensor:
+        """One pass feeding ``job.token`` at each job's row; next-token logits (B, V)."""
+        device = self.loaded.device
+        slots = self.slots
+        if len(jobs) == 1:  # the path of a run alone: exact views, the model's own mask
+            row = jobs[0].row
+            slots.ensure(row, slots.lengths[row] + 1)
+            slots.single(row)
+            input_ids = torch.tensor([[jobs[0].token]], device=device)  # (1, 1)
+            out = self.loaded.model(
+                input_ids=input_ids, use_cache=True, **{self._keyword: slots.cache}
+            )
+            slots.lengths[row] += 1
+            return out.logits[:, -1]  # (1, V)
+        rows = [job.row for job in jobs]
+        lo, hi = min(rows), max(rows) + 1
+        slots.ensure(hi - 1, max(slots.lengths[lo:hi]) + 1)
+        positions, lo = slots.batch(rows, device)  # (B_range, 1)
+        tokens = torch.full((hi - lo, 1), self._pad_id(), dtype=torch.long)  # (B_range, 1)
+        for job in jobs:
+            tokens[job.row - lo, 0] = job.token
+        out = self.loaded.model(
+            input_ids=tokens.to(device),
+            position_ids=positions,
+            attention_mask=slots.batch_mask(self.loaded.model.dtype),
+            use_cache=True,
+            **{self._keyword: slots.cache},
+        )
+        for row in rows:
+            slots.lengths[row] += 1
+        index = torch.tensor([row - lo for row in rows], device=device)
+        return out.logits[:, -1].index_select(0, index)  # (B, V)
+
+    def _alone(self, job: DecodeJob) -> bool:
+        """Re-run one job of a failed batched pass by itself; whether it goes on decoding."""
+        try:
+            logits = self._forward([job])
+        except Exception as error:  # a failed pass advanced no fill mark
+            job.future.set_exception(error)
+            return False
+        return job.step(logits[0])
+
+    def _pad_id(self) -> int:
+        pad = getattr(self.loaded.tokenizer, "pad_token_id", None)
+        return int(pad) if pad is not None else 0
+
+
+def _resolve(future: Future[Any], fn: Callable[[], Any], lock: threading.RLock) -> None:
+    """Run ``fn`` under ``lock`` and inference mode; put its result or error in ``future``."""
+    try:
+        with lock, torch.inference_mode():
+            future.set_result(fn())
+    except BaseException as error:
+        future.set_exception(error)
+
+
+def _await(future: Future[T], cancel: Callable[[], None]) -> T:
+    """The future's result; an interrupt of the waiting thread cancels the job and waits it out.
+
+    The run's row must not be touched (rolled back, released) while the scheduler still writes
+    it, so an interrupted wait first lets the job leave the batch, then re-raises.
+    """
+    try:
+        return future.result()
+    except BaseException:
+        if future.done():
+            raise
+        cancel()
+        while not future.done():
+            try:
+                wait_futures([future])
+            except BaseException:  # a second interrupt: keep waiting, the job ends soon
+                continue
+        raise
