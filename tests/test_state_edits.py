@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rankguide_graph.context import RankGuideContext
-from rankguide_graph.session import POOL, RunSession
+from rankguide_graph.session import SESSIONS
 from rankguide_graph.state import KeepTokens, apply_token_edits
 
 
@@ -21,7 +21,7 @@ def test_edits_apply_in_order_and_leave_the_old_value_alone():
 def test_a_node_that_rolls_back_and_writes_again_carries_both(model_dirs):
     pair = model_dirs["llama"]
     context = RankGuideContext(srm=str(pair["srm"]), lrm=str(pair["lrm"]), max_step_tokens=8)
-    session = RunSession(POOL.pair(context), context)
+    run_id, session = SESSIONS.open(context)  # admitted: a row of each model's slot cache
     prompt = [1, 50, 60, 70]
     state = {"sequence": list(prompt)}
     session.start(prompt)
@@ -39,3 +39,4 @@ def test_a_node_that_rolls_back_and_writes_again_carries_both(model_dirs):
     edit = update["sequence"]
     assert isinstance(edit, dict) and edit["keep"] == len(prompt)
     assert apply_token_edits(state["sequence"], [edit]) == engine.sequence
+    SESSIONS.close(run_id)
