@@ -52,8 +52,10 @@ class SlotLayer(DynamicLayer):
         """Allocate ``(S, H_kv, L, D)`` buffers with the geometry of the first states written."""
         self.device = key_states.device
         shape = (self.owner.rows_allocated, key_states.shape[1], self.owner.positions)
-        self._k = key_states.new_empty(*shape, key_states.shape[-1])
-        self._v = value_states.new_empty(*shape, value_states.shape[-1])
+        # Zeros, not garbage: a batched pass reads slots past a row's mark (masked to weight 0,
+        # and 0 * NaN from uninitialised memory would still be NaN).
+        self._k = key_states.new_zeros(*shape, key_states.shape[-1])
+        self._v = value_states.new_zeros(*shape, value_states.shape[-1])
         self.is_initialized = True
 
     def resize(self, rows: int, positions: int, keep: int) -> None:
@@ -62,7 +64,7 @@ class SlotLayer(DynamicLayer):
             return
         for name in ("_k", "_v"):
             old = getattr(self, name)
-            new = old.new_empty(rows, old.shape[1], positions, old.shape[-1])
+            new = old.new_zeros(rows, old.shape[1], positions, old.shape[-1])
             new[: old.shape[0], :, :keep].copy_(old[:, :, :keep])
             setattr(self, name, new)
 
@@ -122,6 +124,10 @@ class SlotCache:
         self._free: list[int] = []
         self._owned: set[int] = set()
         self._rows_lock = threading.Lock()
+        self.peak_rows = 0
+        """Most rows held at once so far."""
+        self.rows_acquired = 0
+        """Rows handed out so far (one per admitted run and model)."""
         self.rows_allocated = 1
         self.positions = 0
         self.plan = PassPlan()
@@ -139,7 +145,9 @@ class SlotCache:
     def acquire(self) -> int | None:
         """A free row (the lowest), or ``None`` when all ``slots`` are held."""
         with self._rows_lock:
-            if not self._free and len(self.lengths) < self.slots:
+            if len(self._owned) >= self.slots:
+                return None
+            if not self._free:
                 self._free.append(len(self.lengths))
                 self.lengths.append(0)
             if not self._free:
@@ -148,6 +156,8 @@ class SlotCache:
             row = self._free.pop(0)
             self._owned.add(row)
             self.lengths[row] = 0
+            self.rows_acquired += 1
+            self.peak_rows = max(self.peak_rows, len(self._owned))
             return row
 
     def release(self, row: int) -> None:
@@ -166,8 +176,8 @@ class SlotCache:
         if length > positions:
             first = min(max(length, 1), FIRST_GROWING_TOKENS) if positions == 0 else 0
             positions = whole_chunks(max(length, 2 * positions, first))
-        if rows > self.rows_allocated:
-            rows = min(max(rows, 2 * self.rows_allocated), self.slots)
+        if rows > self.rows_allocated:  # doubling, up to the slots, never below what is needed
+            rows = max(rows, min(2 * self.rows_allocated, self.slots))
         if (rows, positions) == (self.rows_allocated, self.positions):
             return
         keep = max(self.lengths, default=0)

@@ -19,8 +19,9 @@ in float64 on the CPU through torch, on one thread: the public functions set
 ``torch.set_num_threads(1)`` for their duration (about 30 us) and restore it. On matrices this
 small, extra threads gain little, and on a loaded machine their barriers stall: a 10 x 1536 window
 took 1 ms on one thread but 150-300 ms on two busy cores (numpy's OpenBLAS threads behave the same
-way, hence torch here). The thread count is process-wide, so torch work in other Python threads
-runs on one thread meanwhile. Cores are returned as numpy arrays.
+way, hence torch here). With torch's OpenMP backend the thread count is a per-thread setting, so
+the forward passes of concurrent runs (on their models' scheduler threads) keep their threads
+meanwhile (tested). Cores are returned as numpy arrays.
 """
 
 from __future__ import annotations

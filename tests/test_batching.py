@@ -1,0 +1,307 @@
+"""Batched decoding across concurrent runs: same outputs as alone, cancellation, admission, faults.
+
+Greedy runs batched with others must write what they write alone. A one-run decode pass is the
+alone path itself; with several runs the attention runs over a masked, padded view, whose fp32
+rounding differs in the last bits, so where a token differs the test requires the two top logits
+of the run alone to have been a near-tie (the README says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from rankguide_graph.backend import ModelRunner, SamplingConfig
+from rankguide_graph.backend.sampling import TokenSampler
+from rankguide_graph.backend.scheduler import BatchScheduler, RunCancelled
+from rankguide_graph.context import RankGuideContext
+from rankguide_graph.graph import build_graph
+from rankguide_graph.session import POOL, SESSIONS
+from rankguide_graph.signals.tt_svd import _single_threaded
+from rankguide_graph.tiny_models import ARCHITECTURES
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NEAR_TIE = 1e-3
+"""Largest top-2 logit gap at which batched fp32 rounding may pick the other token."""
+HIDDEN_ATOL = 1e-4
+"""Step hidden states of a run batched vs alone (fp32, tiny models)."""
+PROMPTS = [[5 + 3 * i + j for j in range(3 + 7 * i)] for i in range(5)]
+
+
+class LoggingSampler(TokenSampler):
+    """Greedy, keeping every logits vector it sampled from."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__(SamplingConfig())
+        self.seen: list[torch.Tensor] = []
+        self.fail_after = fail_after
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        self.seen.append(logits.clone())
+        if self.fail_after is not None and len(self.seen) > self.fail_after:
+            return 10**7  # no such token: the pass that feeds it raises
+        return super().__call__(logits)
+
+
+class Never:
+    """A stop rule that never ends a step (the token cap does)."""
+
+    def stop_reason(self, token: int) -> None:
+        return None
+
+
+def _steps(runner, prompt, n_steps, step_tokens, sampler=None, on_token=None):
+    """Feed ``prompt``, write ``n_steps`` steps; tokens, logits seen, boundary hidden states."""
+    sampler = sampler or LoggingSampler()
+    runner.reset(512)
+    runner.feed(prompt)
+    tokens, hidden = [], []
+    for _ in range(n_steps):
+        step, _ = runner.decode(sampler, Never(), step_tokens, on_token)
+        tokens += step
+        hidden.append(runner.feed(step[-1:], capture=[0]).hidden)  # the boundary pass
+    return tokens, sampler.seen, torch.cat(hidden)
+
+
+def _check_same_or_near_tie(alone, batched):
+    """Tokens equal; or equal up to a token whose two top logits (alone) were a near-tie."""
+    (tokens_a, logits_a, hidden_a), (tokens_b, _, hidden_b) = alone, batched
+    if tokens_a == tokens_b:
+        torch.testing.assert_close(hidden_b, hidden_a, atol=HIDDEN_ATOL, rtol=0)
+        return
+    k = next(i for i, (a, b) in enumerate(zip(tokens_a, tokens_b, strict=False)) if a != b)
+    top = logits_a[k].topk(2).values
+    assert float(top[0] - top[1]) < NEAR_TIE, f"token {k} differs without a near-tie"
+
+
+def _batched(scheduler, loaded, jobs: list[Callable[[ModelRunner], object]]):
+    """Run each job on its own batched runner, all at once; their results in order."""
+    runners = [ModelRunner(loaded, scheduler=scheduler) for _ in jobs]
+    for runner in runners:
+        runner.bind_row(scheduler.slots.acquire())
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(job, r) for job, r in zip(jobs, runners, strict=True)]
+        results = [f.exception() or f.result() for f in futures]
+    for runner in runners:
+        scheduler.slots.release(runner.unbind_row())
+    return results
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_runs_batched_together_write_what_they_write_alone(loaded_pairs, arch):
+    loaded = loaded_pairs[arch]["srm"]
+    budgets = [9 + 4 * i for i in range(len(PROMPTS))]  # steps end at different tokens
+    alone = [_steps(ModelRunner(loaded), p, 3, n) for p, n in zip(PROMPTS, budgets, strict=True)]
+    scheduler = BatchScheduler(loaded, slots=8)
+    jobs = [lambda r, p=p, n=n: _steps(r, p, 3, n) for p, n in zip(PROMPTS, budgets, strict=True)]
+    batched = _batched(scheduler, loaded, jobs)
+    for a, b in zip(alone, batched, strict=True):
+        _check_same_or_near_tie(a, b)
+    assert scheduler.rows_decoded > scheduler.passes  # some passes decoded several runs
+    assert scheduler.slots.rows_in_use == 0
+    scheduler.close()
+
+
+def test_a_single_run_on_the_scheduler_is_the_run_alone_exactly(llama_pair):
+    loaded = llama_pair["lrm"]
+    alone = _steps(ModelRunner(loaded), PROMPTS[2], 2, 20)
+    scheduler = BatchScheduler(loaded, slots=2)
+    (batched,) = _batched(scheduler, loaded, [lambda r: _steps(r, PROMPTS[2], 2, 20)])
+    assert batched[0] == alone[0]
+    for a, b in zip(alone[1], batched[1], strict=True):
+        assert torch.equal(a, b)  # the same arithmetic, not merely close
+    assert torch.equal(alone[2], batched[2])
+    scheduler.close()
+
+
+def test_steering_changes_only_its_own_runs_positions(llama_pair):
+    from rankguide_graph.steering.vector import SteeringVector
+
+    loaded = llama_pair["srm"]
+    vector = SteeringVector(vector=torch.randn(loaded.hidden_size) * 5, layer=1, model=loaded.name)
+
+    def steered(runner):
+        runner.set_steering(vector, alpha=1.0)
+        runner.reset(256)
+        first = runner.feed(PROMPTS[1], steer=[len(PROMPTS[1]) - 1])
+        step, _ = runner.decode(LoggingSampler(), Never(), 12)
+        return first.logits, step
+
+    def plain(runner):
+        runner.reset(256)
+        first = runner.feed(PROMPTS[1])
+        step, _ = runner.decode(LoggingSampler(), Never(), 12)
+        return first.logits, step
+
+    alone_steered, alone_plain = steered(ModelRunner(loaded)), plain(ModelRunner(loaded))
+    assert not torch.equal(alone_steered[0], alone_plain[0])  # the vector does something
+    scheduler = BatchScheduler(loaded, slots=4)
+    got_steered, got_plain = _batched(scheduler, loaded, [steered, plain])
+    torch.testing.assert_close(got_steered[0], alone_steered[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_plain[0], alone_plain[0], atol=1e-5, rtol=0)
+    assert got_plain[1] == alone_plain[1] and got_steered[1] == alone_steered[1]
+    scheduler.close()
+
+
+def test_a_run_that_fails_inside_a_batched_pass_fails_alone(llama_pair):
+    loaded = llama_pair["srm"]
+    alone = [_steps(ModelRunner(loaded), p, 2, 15) for p in PROMPTS[:3]]
+    scheduler = BatchScheduler(loaded, slots=4)
+    jobs = [lambda r, p=p: _steps(r, p, 2, 15) for p in PROMPTS[:3]]
+    jobs[1] = lambda r: _steps(r, PROMPTS[1], 2, 15, sampler=LoggingSampler(fail_after=4))
+    results = _batched(scheduler, loaded, jobs)
+    assert isinstance(results[1], IndexError)  # its own error, from its own pass
+    for i in (0, 2):
+        _check_same_or_near_tie(alone[i], results[i])
+    scheduler.close()
+
+
+def test_a_cancelled_run_leaves_the_batch_at_once(llama_pair):
+    loaded = llama_pair["srm"]
+    alone = _steps(ModelRunner(loaded), PROMPTS[0], 1, 120)
+    scheduler = BatchScheduler(loaded, slots=4)
+    stop = threading.Event()
+    counted: list[int] = []
+
+    def cancelled_after_five(runner):
+        runner.cancelled = stop.is_set  # what a session's cancel flag does
+
+        def on_token(token: int) -> bool:
+            counted.append(token)
+            if len(counted) == 5:
+                stop.set()  # the client went away
+            return False
+
+        return _steps(runner, PROMPTS[3], 1, 400, on_token=on_token)
+
+    results = _batched(
+        scheduler, loaded, [cancelled_after_five, lambda r: _steps(r, PROMPTS[0], 1, 120)]
+    )
+    assert isinstance(results[0], RunCancelled)
+    assert len(counted) <= 6  # it left at its next token, not at the end of its 400
+    _check_same_or_near_tie(alone, results[1])
+    assert scheduler.slots.rows_in_use == 0
+    scheduler.close()
+
+
+# -- whole runs through the graph ------------------------------------------------------------------
+BUDGET = dict(max_steps=5, max_step_tokens=20, max_answer_tokens=8)
+RUNS = [
+    ("rankguide", "Add 5 and 9."),
+    ("specreason", "What is 12 times 3?"),  # accept_score 9.5: every draft is rolled back
+    ("srm-only", "Name a prime above 20."),
+    ("lrm-only", "Add 5 and 9."),
+    ("glimprouter", "Subtract 4 from 17, then double it."),
+]
+
+
+def _graph_run(graph, pair, policy, question):
+    extra = {"accept_score": 9.5} if policy == "specreason" else {}
+    context = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], policy=policy, **BUDGET, **extra)
+    out = graph.invoke({"question": question}, context=context)
+    return {
+        "reasoning": out["reasoning"],
+        "answer": out["answer"],
+        "steps": [(s["model"], s["n_tokens"], s["decision"]["rule"]) for s in out["steps"]],
+        "rolled_back": out["totals"]["discarded_draft_tokens"],
+    }
+
+
+@pytest.fixture(scope="module")
+def pair(model_dirs):
+    return {role: str(path) for role, path in model_dirs["llama"].items()}
+
+
+def test_graph_runs_batched_with_others_equal_the_runs_alone(pair):
+    graph = build_graph()
+    alone = [_graph_run(graph, pair, policy, q) for policy, q in RUNS]
+    assert alone[1]["rolled_back"] > 0  # SpecReason rolled its drafts back
+    schedulers = [POOL.scheduler(POOL.load(pair[role])) for role in ("srm", "lrm")]
+    decoded_before = [s.rows_decoded - s.passes for s in schedulers]
+    with ThreadPoolExecutor(len(RUNS)) as pool:
+        batched = list(pool.map(lambda run: _graph_run(graph, pair, *run), RUNS))
+    assert batched == alone
+    extra = [s.rows_decoded - s.passes for s in schedulers]
+    assert extra != decoded_before  # some passes carried several runs
+    assert len(SESSIONS) == 0 and all(s.slots.rows_in_use == 0 for s in schedulers)
+
+
+def test_runs_beyond_the_slots_wait_for_a_row_and_nothing_is_evicted(pair):
+    graph = build_graph()
+    runs = RUNS * 2
+    alone = [_graph_run(graph, pair, policy, q) for policy, q in runs]
+    schedulers = [POOL.scheduler(POOL.load(pair[role])) for role in ("srm", "lrm")]
+    limits = [s.slots.slots for s in schedulers]
+    for s in schedulers:
+        s.slots.slots, s.slots.peak_rows = 2, 0
+    fed_before = [s.slots.rows_acquired for s in schedulers]
+    try:
+        with ThreadPoolExecutor(len(runs)) as pool:
+            batched = list(pool.map(lambda run: _graph_run(graph, pair, *run), runs))
+    finally:
+        for s, limit in zip(schedulers, limits, strict=True):
+            s.slots.slots = limit
+    assert batched == alone
+    assert all(s.slots.peak_rows <= 2 for s in schedulers)
+    # one row per run and model: a run that waited was never evicted and re-admitted
+    assert [s.slots.rows_acquired - f for s, f in zip(schedulers, fed_before, strict=True)] == [
+        len(runs),
+        len(runs),
+    ]
+
+
+def test_closing_a_busy_session_stops_its_decoding_and_frees_its_rows(pair):
+    context = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], max_step_tokens=400)
+    run_id, session = SESSIONS.open(context)
+    scheduler = session.pair.schedulers["srm"]
+    in_use = scheduler.slots.rows_in_use
+    rule = session.engine.stop_rule
+    session.engine.stop_rule = dataclasses.replace(rule, eos_ids=frozenset())  # runs to its cap
+    session.start([1, 50, 60, 70])
+    started, errors, tokens = threading.Event(), [], []
+
+    def on_token(token: int) -> bool:
+        tokens.append(token)
+        started.set()
+        return False
+
+    def node() -> None:
+        try:
+            with session.models():
+                session.engine.generate_step("srm", at_delimiter=False, on_token=on_token)
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=node)
+    thread.start()
+    started.wait(10)
+    SESSIONS.close(run_id)  # the consumer went away mid-step
+    thread.join(10)
+    assert errors and isinstance(errors[0], RunCancelled)
+    assert len(tokens) < 400
+    assert scheduler.slots.rows_in_use == in_use - 1
+
+
+def test_the_signal_computation_does_not_change_other_threads_torch_threads():
+    torch.set_num_threads(2)
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    @_single_threaded
+    def held() -> None:
+        inside.set()
+        release.wait(5)
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    inside.wait(5)
+    seen.append(torch.get_num_threads())  # while the other thread computes on one thread
+    release.set()
+    thread.join()
+    torch.set_num_threads(1)
+    assert seen == [2]
