@@ -32,11 +32,12 @@ from rankguide_graph.server import create_app
 TARGET = 1.05
 
 
-def start_server(chat: ChatRankGuide) -> tuple[uvicorn.Server, str]:
+def start_server(chat: ChatRankGuide, max_concurrent: int = 4) -> tuple[uvicorn.Server, str]:
     """Serve ``chat`` on a free port of 127.0.0.1 from a background thread."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(chat), log_level="warning"))
+    app = create_app(chat, max_concurrent=max_concurrent)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.01)

@@ -82,13 +82,22 @@ class ModelPair:
 class ModelPool:
     """Loads each checkpoint once per process, pairs them, and runs one scheduler per model."""
 
-    def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
+    def __init__(self, slots: int = DEFAULT_SLOTS, *, batching: bool = True) -> None:
         self._models: dict[tuple[str, str | None, str | None], LoadedModel] = {}
         self._pairs: dict[tuple[object, ...], ModelPair] = {}
         self._schedulers: dict[int, BatchScheduler] = {}
         self._lock = threading.Lock()
         self.slots = slots
         """Runs decoded at once per model; more wait for a row (:meth:`reserve` raises it)."""
+        self.batching = batching
+        """Whether pairs made from now on batch their runs (``False``: every run has its own
+        caches and runs its passes in its own thread, one at a time per model; benchmarks)."""
+
+    def set_batching(self, batching: bool) -> None:
+        """Switch batching for the pairs made from now on (the pairs made so far are dropped)."""
+        with self._lock:
+            self.batching = bool(batching)
+            self._pairs.clear()
 
     def reserve(self, slots: int) -> None:
         """Let at least ``slots`` runs hold rows at once (e.g. a server's worker count)."""
@@ -151,9 +160,10 @@ class ModelPool:
             lrm = self.load(context.lrm, device=context.device, dtype=context.dtype)
             check_same_tokenizer(srm, lrm)
         made = ModelPair(srm=srm, lrm=lrm, stop_rule=StepStopRule.for_tokenizer(srm.tokenizer))
-        made.schedulers["srm"] = self.scheduler(srm)
-        if isinstance(lrm, LoadedModel):
-            made.schedulers["lrm"] = self.scheduler(lrm)
+        if self.batching:
+            made.schedulers["srm"] = self.scheduler(srm)
+            if isinstance(lrm, LoadedModel):
+                made.schedulers["lrm"] = self.scheduler(lrm)
         with self._lock:
             return self._pairs.setdefault(key, made)
 

@@ -30,6 +30,7 @@ takes it too, so no pass sees another's hooks.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import weakref
 from collections.abc import Callable
@@ -58,6 +59,20 @@ def model_lock(model: nn.Module) -> threading.RLock:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
         return lock
+
+
+_LIVE: weakref.WeakSet[BatchScheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop every scheduler thread before the interpreter tears torch down.
+
+    A scheduler thread still parked at exit makes torch's shutdown abort the process
+    ("terminate called without an active exception").
+    """
+    for scheduler in list(_LIVE):
+        scheduler.close(wait_s=5.0)
 
 
 class RunCancelled(Exception):
@@ -116,6 +131,7 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._torch_threads = torch.get_num_threads()
+        _LIVE.add(self)
 
     # -- what runs submit -----------------------------------------------------------------------
     def run(self, fn: Callable[[], T]) -> T:
@@ -140,11 +156,14 @@ class BatchScheduler:
             self._cond.notify()
         _await(job.future, cancel=cancel.set)
 
-    def close(self) -> None:
-        """Stop the thread once the work already submitted is done."""
+    def close(self, wait_s: float | None = None) -> None:
+        """Stop the thread once the work already submitted is done (waiting up to ``wait_s``)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+        thread = self._thread
+        if wait_s is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
 
     @property
     def decoding(self) -> int:
@@ -163,6 +182,11 @@ class BatchScheduler:
 
     # -- the scheduler thread -------------------------------------------------------------------
     def _start_thread(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"the batch scheduler of {self.loaded.name!r} was closed (ModelPool.clear()): "
+                "load the pair again for new runs"
+            )
         if self._thread is None:
             name = f"rankguide-batch-{self.loaded.name}"
             self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
