@@ -17,8 +17,12 @@ import pytest
 import torch
 
 from rankguide_graph.backend import ModelRunner, SamplingConfig
+from rankguide_graph.backend.batch_pass import RowInput, forward_rows
+from rankguide_graph.backend.cache_keyword import cache_keyword
+from rankguide_graph.backend.layers import decoder_layers
 from rankguide_graph.backend.sampling import TokenSampler
 from rankguide_graph.backend.scheduler import BatchScheduler, RunCancelled
+from rankguide_graph.backend.slot_cache import SlotCache
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.graph import build_graph
 from rankguide_graph.session import POOL, SESSIONS
@@ -305,3 +309,53 @@ def test_the_signal_computation_does_not_change_other_threads_torch_threads():
     thread.join()
     torch.set_num_threads(1)
     assert seen == [2]
+
+
+def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair):
+    """Prefills of different lengths, captures and one steered run share a pass exactly."""
+
+    loaded = llama_pair["srm"]
+    layers = decoder_layers(loaded.model)
+    shift = torch.randn(loaded.hidden_size) * 3
+    history = [PROMPTS[0], PROMPTS[3], PROMPTS[1]]  # what each row holds before the pass
+
+    def inputs(rows):
+        return [
+            RowInput(
+                row=rows[0], tokens=[7, 8, 9, 10, 11], capture=[1, 4], capture_layer=layers[2]
+            ),
+            RowInput(row=rows[1], tokens=[12], capture=[0], capture_layer=layers[1]),
+            RowInput(
+                row=rows[2], tokens=[13, 14, 15], steer=[2], steer_layer=layers[1], shift=shift
+            ),
+        ]
+
+    def fresh(n_rows):
+        slots = SlotCache(loaded.model, n_rows)
+        rows = [slots.acquire() for _ in range(n_rows)]
+        return slots, rows
+
+    keyword = cache_keyword(loaded.model)
+    with torch.inference_mode():
+        alone = []
+        for n, item in enumerate(inputs([0, 0, 0])):
+            slots, _ = fresh(1)
+            forward_rows(loaded.model, keyword, slots, [RowInput(0, history[n])], 0)
+            alone.append(forward_rows(loaded.model, keyword, slots, [item], 0)[0])
+        slots, rows = fresh(3)
+        for row, tokens in zip(rows, history, strict=True):
+            forward_rows(loaded.model, keyword, slots, [RowInput(row, tokens)], 0)
+        together = forward_rows(loaded.model, keyword, slots, inputs(rows), 0)
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(b.logits, a.logits, atol=1e-4, rtol=0)
+        if a.hidden is not None:
+            torch.testing.assert_close(b.hidden, a.hidden, atol=HIDDEN_ATOL, rtol=0)
+    assert together[2].hidden is None and together[0].hidden.shape == (2, loaded.hidden_size)
+    with torch.inference_mode():
+        single, _ = fresh(1)
+        forward_rows(loaded.model, keyword, single, [RowInput(0, history[2])], 0)
+        unsteered = forward_rows(loaded.model, keyword, single, [RowInput(0, [13, 14, 15])], 0)
+    assert not torch.allclose(unsteered[0].logits, together[2].logits)  # the shift mattered
+    assert slots.lengths == [
+        len(h) + len(i.tokens) for h, i in zip(history, inputs(rows), strict=True)
+    ]

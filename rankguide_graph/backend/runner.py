@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from rankguide_graph.backend.batch_pass import RowInput
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.capture import capture_layer_input
 from rankguide_graph.backend.compiled_decode import CompiledDecoder, compiled_decoder
@@ -37,7 +38,13 @@ from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
 from rankguide_graph.backend.layers import check_layer, decoder_layers, middle_layer
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.sampling import TokenSampler
-from rankguide_graph.backend.scheduler import BatchScheduler, DecodeJob, RunCancelled, model_lock
+from rankguide_graph.backend.scheduler import (
+    BatchScheduler,
+    DecodeJob,
+    FeedJob,
+    RunCancelled,
+    model_lock,
+)
 from rankguide_graph.backend.slot_cache import RowKV
 from rankguide_graph.backend.stopping import StepStopTracker, StopReason, step_end
 from rankguide_graph.steering.hook import add_at_positions
@@ -219,9 +226,35 @@ class ModelRunner:
             raise ValueError("feed() needs at least one new token; the cache already covers all")
         started = time.perf_counter()
         try:
+            if self.batched and not token_logprobs:
+                return self._feed_batched(tokens, capture, steer)
             return self._execute(lambda: self._feed(tokens, capture, steer, token_logprobs))
         finally:
             self.forward_seconds += time.perf_counter() - started
+
+    def _feed_batched(
+        self, tokens: Sequence[int], capture: Sequence[int], steer: Sequence[int]
+    ) -> FeedResult:
+        """:meth:`feed` as one run's part of a pass shared with other runs' pending feeds."""
+        assert self.scheduler is not None and isinstance(self.kv, RowKV)
+        steered = self.steering is not None and bool(steer) and self.alpha != 0
+        row_input = RowInput(
+            row=self.kv.row,
+            tokens=[int(t) for t in tokens],
+            capture=list(capture),
+            capture_layer=self._layers[self.layer],
+            steer=list(steer) if steered else [],
+            steer_layer=self._layers[self.steering.layer] if self.steering else None,
+            shift=self.alpha * self.steering.vector if self.steering else None,
+        )
+        output = self.scheduler.feed(FeedJob(row_input))  # the scheduler advances the row
+        self.tokens_fed += len(tokens)
+        logits = output.logits.float().cpu()  # (V,)
+        self._next_logits = logits
+        hidden = output.hidden
+        if hidden is None:
+            hidden = torch.zeros(0, self.loaded.hidden_size)
+        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens))
 
     def _feed(
         self,

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from rankguide_graph.backend.batch_pass import RowInput, RowOutput, forward_rows
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.slot_cache import SlotCache
@@ -111,6 +112,19 @@ class DecodeJob:
         return True
 
 
+@dataclass(eq=False)
+class FeedJob:
+    """One run's prefill or step-boundary pass, batched with the other runs' pending ones."""
+
+    input: RowInput
+    future: Future[RowOutput] = field(default_factory=Future)
+
+
+FEED_WIDTHS = (4, 16, 64)
+"""Prefills are batched with others of at most the same of these lengths; longer ones run
+alone (right padding to a long neighbour would cost more than the shared pass saves)."""
+
+
 class BatchScheduler:
     """Runs every forward pass of one model; batches the decode steps of concurrent runs."""
 
@@ -126,6 +140,7 @@ class BatchScheduler:
         self._keyword = cache_keyword(loaded.model)
         self._cond = threading.Condition()
         self._exclusive: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._feeding: list[FeedJob] = []
         self._joining: list[DecodeJob] = []
         self._decoding: list[DecodeJob] = []
         self._thread: threading.Thread | None = None
@@ -144,6 +159,14 @@ class BatchScheduler:
             self._start_thread()
             self._cond.notify()
         return _await(future, cancel=lambda: None)
+
+    def feed(self, job: FeedJob) -> RowOutput:
+        """Run ``job``'s pass, batched with the other runs' pending ones; its output."""
+        with self._cond:
+            self._feeding.append(job)
+            self._start_thread()
+            self._cond.notify()
+        return _await(job.future, cancel=lambda: None)
 
     def decode(self, job: DecodeJob) -> None:
         """Let ``job`` decode with the batch until its step ends; its error is re-raised."""
@@ -196,15 +219,18 @@ class BatchScheduler:
         torch.set_num_threads(self._torch_threads)  # the thread count is per thread (OpenMP)
         while True:
             with self._cond:
-                while not (self._exclusive or self._joining or self._decoding):
+                while not (self._exclusive or self._feeding or self._joining or self._decoding):
                     if self._closed:
                         return
                     self._cond.wait()
                 exclusive, self._exclusive = self._exclusive, []
+                feeding, self._feeding = self._feeding, []
                 joining, self._joining = self._joining, []
             for fn, future in exclusive:
                 if future.set_running_or_notify_cancel():
                     _resolve(future, fn, self.lock)
+            for group in _feed_groups(feeding):
+                self._feed_pass(group)
             self._decoding += [job for job in joining if job.step(job.logits)]
             if self._decoding:
                 self._decode_pass()
@@ -226,36 +252,27 @@ class BatchScheduler:
 
     def _forward(self, jobs: list[DecodeJob]) -> torch.Tensor:
         """One pass feeding ``job.token`` at each job's row; next-token logits (B, V)."""
-        device = self.loaded.device
-        slots = self.slots
-        if len(jobs) == 1:  # the path of a run alone: exact views, the model's own mask
-            row = jobs[0].row
-            slots.ensure(row, slots.lengths[row] + 1)
-            slots.single(row)
-            input_ids = torch.tensor([[jobs[0].token]], device=device)  # (1, 1)
-            out = self.loaded.model(
-                input_ids=input_ids, use_cache=True, **{self._keyword: slots.cache}
-            )
-            slots.lengths[row] += 1
-            return out.logits[:, -1]  # (1, V)
-        rows = [job.row for job in jobs]
-        lo, hi = min(rows), max(rows) + 1
-        slots.ensure(hi - 1, max(slots.lengths[lo:hi]) + 1)
-        positions, lo = slots.batch(rows, device)  # (B_range, 1)
-        tokens = torch.full((hi - lo, 1), self._pad_id(), dtype=torch.long)  # (B_range, 1)
-        for job in jobs:
-            tokens[job.row - lo, 0] = job.token
-        out = self.loaded.model(
-            input_ids=tokens.to(device),
-            position_ids=positions,
-            attention_mask=slots.batch_mask(self.loaded.model.dtype),
-            use_cache=True,
-            **{self._keyword: slots.cache},
-        )
-        for row in rows:
-            slots.lengths[row] += 1
-        index = torch.tensor([row - lo for row in rows], device=device)
-        return out.logits[:, -1].index_select(0, index)  # (B, V)
+        inputs = [RowInput(row=job.row, tokens=[job.token]) for job in jobs]
+        outputs = forward_rows(self.loaded.model, self._keyword, self.slots, inputs, self._pad)
+        return torch.stack([out.logits for out in outputs])  # (B, V)
+
+    def _feed_pass(self, jobs: list[FeedJob]) -> None:
+        """One pass over the jobs' tokens; on an error, each job alone (only its own fails)."""
+        with self.lock, torch.inference_mode():
+            try:
+                inputs = [job.input for job in jobs]
+                outputs = forward_rows(
+                    self.loaded.model, self._keyword, self.slots, inputs, self._pad
+                )
+            except Exception as error:
+                if len(jobs) == 1:
+                    jobs[0].future.set_exception(error)
+                    return
+                for job in jobs:
+                    self._feed_pass([job])
+                return
+        for job, output in zip(jobs, outputs, strict=True):
+            job.future.set_result(output)
 
     def _alone(self, job: DecodeJob) -> bool:
         """Re-run one job of a failed batched pass by itself; whether it goes on decoding."""
@@ -266,9 +283,25 @@ class BatchScheduler:
             return False
         return job.step(logits[0])
 
-    def _pad_id(self) -> int:
+    @property
+    def _pad(self) -> int:
+        """The id fed at padding positions (never attended to)."""
         pad = getattr(self.loaded.tokenizer, "pad_token_id", None)
         return int(pad) if pad is not None else 0
+
+
+def _feed_groups(jobs: list[FeedJob]) -> list[list[FeedJob]]:
+    """The jobs in passes: by length class (:data:`FEED_WIDTHS`), longer ones alone."""
+    groups: dict[int, list[FeedJob]] = {}
+    alone: list[list[FeedJob]] = []
+    for job in jobs:
+        n = len(job.input.tokens)
+        width = next((w for w in FEED_WIDTHS if n <= w), None)
+        if width is None:
+            alone.append([job])
+        else:
+            groups.setdefault(width, []).append(job)
+    return [*groups.values(), *alone]
 
 
 def _resolve(future: Future[Any], fn: Callable[[], Any], lock: threading.RLock) -> None:

@@ -85,10 +85,11 @@ class SlotLayer(DynamicLayer):
             self.keys = self._k[row : row + 1, :, :end]  # (1, H_kv, end, D)
             self.values = self._v[row : row + 1, :, :end]
         else:
-            rows, starts = plan.rows, plan.starts  # (B,), (B,)
-            self._k[rows, :, starts] = key_states[:, :, 0]  # (B, H_kv, D) at each row's mark
-            self._v[rows, :, starts] = value_states[:, :, 0]
-            lo, hi = plan.lo, plan.lo + rows.shape[0]
+            rows, positions = plan.rows[:, None], plan.positions  # (B, 1), (B, T)
+            # Advanced indices around a slice: the indexed view is (B, T, H_kv, D).
+            self._k[rows, :, positions] = key_states.transpose(1, 2)
+            self._v[rows, :, positions] = value_states.transpose(1, 2)
+            lo, hi = plan.lo, plan.lo + plan.rows.shape[0]
             self.keys = self._k[lo:hi, :, : plan.view_len]  # (B, H_kv, n_max, D)
             self.values = self._v[lo:hi, :, : plan.view_len]
         return self.keys, self.values
@@ -106,7 +107,8 @@ class PassPlan:
         self.starts_list: list[int] = [0]
         self.lo = 0
         self.rows = torch.zeros(0, dtype=torch.long)  # (B,)
-        self.starts = torch.zeros(0, dtype=torch.long)  # (B,)
+        self.positions = torch.zeros(0, 1, dtype=torch.long)  # (B, T)
+        self.last = torch.zeros(0, dtype=torch.long)  # (B,)
         self.view_len = 0
 
 
@@ -193,28 +195,41 @@ class SlotCache:
         for layer in self.layers:
             layer._seen = self.lengths[row]
 
-    def batch(self, rows: Sequence[int], device: torch.device) -> tuple[torch.Tensor, int]:
-        """Set up a one-token pass over the range ``min(rows)..max(rows)``; return positions.
+    def batch(
+        self, rows: Sequence[int], new_tokens: Sequence[int], width: int, device: torch.device
+    ) -> torch.Tensor:
+        """Set up a pass of ``width`` positions per row over the range ``min(rows)..max(rows)``.
 
-        Returns the position ids ``(B, 1)`` of the range's rows and its first row ``lo``; the
-        caller builds the mask with :meth:`batch_mask`.
+        Row ``rows[i]`` feeds ``new_tokens[i]`` real tokens (the rest of its ``width`` is
+        padding); rows of the range not in ``rows`` feed padding only. Every row writes at its
+        fill mark; only real tokens are counted afterwards (by the caller). Returns the position
+        ids ``(B, width)``; :meth:`batch_mask` is the matching mask.
         """
         lo, hi = min(rows), max(rows) + 1
-        starts = self.lengths[lo:hi]
+        starts = torch.tensor(self.lengths[lo:hi], dtype=torch.long)  # (B,)
+        real = torch.ones(hi - lo, dtype=torch.long)  # (B,) padding rows see their first slot
+        real[torch.tensor(rows) - lo] = torch.tensor(list(new_tokens), dtype=torch.long)
         self.plan.single_row = None
         self.plan.lo = lo
         self.plan.rows = torch.arange(lo, hi, device=device)  # (B,)
-        self.plan.starts = torch.tensor(starts, dtype=torch.long, device=device)  # (B,)
-        self.plan.view_len = max(starts) + 1
-        return self.plan.starts[:, None], lo  # (B, 1)
+        self.plan.positions = (starts[:, None] + torch.arange(width)).to(device)  # (B, width)
+        self.plan.last = (starts + real - 1).to(device)  # (B,) each row's last real position
+        self.plan.view_len = int((starts + real).max())
+        return self.plan.positions
 
     def batch_mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """Additive mask ``(B, 1, 1, n_max)`` of the batch pass: 0 up to each row's new slot."""
-        slots = torch.arange(self.plan.view_len, device=self.plan.starts.device)  # (n_max,)
-        visible = slots[None, :] <= self.plan.starts[:, None]  # (B, n_max)
+        """Additive mask ``(B, 1, T, n)`` of the batch pass: causal within each row's tokens.
+
+        Query ``t`` of row ``b`` sees the row's slots up to its own position (padding queries
+        up to the row's last real token); everything past is ``finfo.min`` (weight 0).
+        """
+        plan = self.plan
+        seen = torch.minimum(plan.positions, plan.last[:, None])  # (B, T)
+        slots = torch.arange(plan.view_len, device=seen.device)  # (n,)
+        visible = slots[None, None, :] <= seen[:, :, None]  # (B, T, n)
         mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
-        return mask[:, None, None, :]  # (B, 1, 1, n_max)
+        return mask[:, None]  # (B, 1, T, n)
 
 
 class RowKV:
