@@ -2,25 +2,25 @@
 
 Concurrent runs (graph runs in threads: ``ChatRankGuide.batch``, ``rankguide serve``'s workers,
 ``rankguide eval --concurrency``) hand their model work to the model's :class:`BatchScheduler`
-and wait for it; the scheduler thread runs the pending work of all of them:
+and wait for it; the scheduler thread runs the pending work of all of them, each turn:
 
-- **Exclusive work** (:meth:`BatchScheduler.run`): a catch-up prefill, a step-boundary pass with
-  its capture and steering hooks, a compiled run's decode. One run per pass, exactly as that run
-  alone would do it, so hooks on the shared modules only ever see that run's tokens.
-- **Decode steps** (:meth:`BatchScheduler.decode`): a run's step of token-by-token sampling. All
-  active decode steps advance together, one token per run per forward pass over the runs' rows of
-  the model's :class:`~rankguide_graph.backend.slot_cache.SlotCache`. A step joins the batch at
-  any token and leaves it when it ends (its stop rule, its token cap, its client cancelling),
-  without waiting for the others. Each step samples with its own sampler, stop rule and seed.
+1. **Exclusive work** (:meth:`BatchScheduler.run`): passes that need the model to themselves (a
+   compiled run's decode over its own static cache, a pass that scores every fed token). One
+   run per pass.
+2. **Feeds** (:meth:`BatchScheduler.feed`): catch-up prefills and step-boundary passes with their
+   capture and steering. The feeds pending at that moment share passes, grouped by length class
+   (:data:`FEED_WIDTHS`; longer ones run alone), see :mod:`~rankguide_graph.backend.batch_pass`.
+3. **One decode pass** (:meth:`BatchScheduler.decode`): every active decode step advances by one
+   token over its row of the model's :class:`~rankguide_graph.backend.slot_cache.SlotCache`. A
+   step joins at any token and leaves when it ends (its stop rule, its cap, its run cancelled),
+   without waiting for the others; each samples with its own sampler, stop rule and seed.
 
-Prefills and decodes do not share a pass: each loop turn first runs every queued exclusive job
-(prefills first, as vLLM's default scheduler does), then one decode pass for all active steps.
-A prefill is not chunked, so a long catch-up delays the other runs' next token by its length;
-prefills are rare (one per step boundary) and short next to a step's tokens. A decode pass with a
-single run goes through the same path as a run alone (no mask, exact views), so batching costs
-nothing at concurrency 1 and greedy output equals ``generate``'s. With several runs the attention
-runs over a padded view with an explicit mask; fp32 kernels then round differently in the last
-bits, which can flip a greedy token only at a near-tie of the top two logits (tests).
+Prefills and decodes never share a pass (prefills first, as vLLM's default scheduler does); a
+prefill is not chunked, so a long catch-up delays the other runs' next token by its length. A
+pass with a single run is the path of a run alone (exact views, the model's own mask), so at
+concurrency 1 the output is bit for bit that of an unbatched run. With several runs the
+attention runs over a padded view with an explicit mask; fp32 kernels then round differently in
+the last bits, which can flip a greedy token only at a near-tie of the two top logits (tests).
 
 A batched pass that raises (a bad input of one run) is retried one run at a time, so only the run
 whose pass fails gets the error. The thread takes :func:`model_lock` around every pass: code that
