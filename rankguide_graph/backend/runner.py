@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from rankguide_graph.backend.cache_keyword import cache_keyword
+from rankguide_graph.backend.cancel import stop_if_cancelled
 from rankguide_graph.backend.capture import capture_layer_input
 from rankguide_graph.backend.compiled_decode import CompiledDecoder, compiled_decoder
 from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
@@ -214,7 +215,8 @@ class ModelRunner:
         Runs a plain token-by-token loop (no ``generate``): batch 1, no padding, so the model's
         own forward derives positions from the cache. Greedy output equals ``generate``'s.
         ``on_token`` sees each sampled token (streaming) and may end the step there
-        (:func:`~rankguide_graph.backend.stopping.step_end`).
+        (:func:`~rankguide_graph.backend.stopping.step_end`). A run whose caller has gone stops
+        before its next token (:func:`~rankguide_graph.backend.cancel.stop_if_cancelled`).
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
@@ -225,6 +227,7 @@ class ModelRunner:
         started = time.perf_counter()
         try:
             while True:
+                stop_if_cancelled()
                 token = sampler(logits)
                 new_tokens.append(token)
                 reason = step_end(tracker, token, on_token)
