@@ -201,3 +201,30 @@ def test_stop_if_cancelled_raises_only_under_a_set_flag():
         with pytest.raises(RunCancelled, match="client"):
             stop_if_cancelled()
     stop_if_cancelled()
+
+
+def test_a_stream_whose_client_left_while_queued_never_starts():
+    produced: list[str] = []
+    release = threading.Event()
+
+    def produce(name: str) -> Callable[[Callable[[], bool]], Any]:
+        def items(cancelled: Callable[[], bool]) -> Any:
+            produced.append(name)
+            release.wait(5)
+            yield name
+
+        return items
+
+    async def scenario(pool: WorkerPool) -> list[str]:
+        gone = asyncio.Event()
+        first = await pool.stream(produce("first"))
+        second = asyncio.ensure_future(pool.stream(produce("second"), left=gone.wait))
+        await asyncio.sleep(0.05)
+        gone.set()
+        with pytest.raises(RunCancelled):
+            await second
+        release.set()
+        return [await first.next()]
+
+    assert _run_pool(scenario) == ["first"]
+    assert produced == ["first"]
