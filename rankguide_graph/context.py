@@ -15,13 +15,50 @@ thinking budget).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.policies.rankguide import RankGuideThresholds
 from rankguide_graph.policies.validation import check_int, check_number
 
 AnswerModel = Literal["srm", "lrm"]
+
+RUN_DEFINING = (
+    "srm",
+    "lrm",
+    "policy",
+    "t_r1",
+    "t_r2",
+    "t_e",
+    "window",
+    "eps",
+    "entropy_top_k",
+    "layer",
+    "record_signals",
+    "steering_vector",
+    "alpha",
+    "glimpse_threshold",
+    "accept_score",
+    "judge_mode",
+    "step_scorer",
+    "answer_model",
+    "max_steps",
+    "max_step_tokens",
+    "max_thinking_tokens",
+    "max_answer_tokens",
+    "answer_stop",
+    "temperature",
+    "top_p",
+    "seed",
+)
+"""Fields that decide what a run writes (models, policy, thresholds, steering, sampling,
+budgets): a checkpoint records their values (:meth:`RankGuideContext.fingerprint`) and a resume
+under other values is refused. Secrets never go here."""
+RUN_INDEPENDENT = frozenset(
+    {"device", "dtype", "compile", "lrm_timeout_s", "lrm_retries", "lrm_fallback"}
+)
+"""Fields that decide only where and how a run is computed, or how a remote LRM is reached: not
+recorded, free to change on resume (a run checkpointed on a GPU may go on on a CPU)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +198,35 @@ class RankGuideContext:
 
         get_policy_class(self.policy)  # unknown names fail here, listing the known ones
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The values of the :data:`RUN_DEFINING` fields, as plain JSON data (for checkpoints)."""
+        return {name: _plain(getattr(self, name)) for name in RUN_DEFINING}
+
+    def check_resumes(self, recorded: dict[str, Any] | None) -> None:
+        """Refuse to go on with a run checkpointed under other run-defining settings.
+
+        ``recorded`` is the run's :meth:`fingerprint` from its checkpoint (``None`` for a
+        checkpoint made before runs recorded one: nothing to compare). Fields that only one
+        side knows (a newer or an older version of this class) are not compared.
+        """
+        if not recorded:
+            return
+        mine = self.fingerprint()
+        differ = [k for k in RUN_DEFINING if k in recorded and recorded[k] != mine[k]]
+        if differ:
+            changes = ", ".join(f"{k} (={recorded[k]!r} then, {mine[k]!r} now)" for k in differ)
+            raise ConfigError(
+                f"this thread's run was checkpointed under other settings: {changes}; resume "
+                "it with the context it started with, or start a new thread_id for the new "
+                "settings"
+            )
+
     @property
     def thresholds(self) -> RankGuideThresholds:
         """The Eq. 4 / Eq. 5 thresholds as one validated record."""
         return RankGuideThresholds(t_r1=self.t_r1, t_r2=self.t_r2, t_e=self.t_e, window=self.window)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as checkpoints store it (a tuple of stop strings as a list)."""
+    return list(value) if isinstance(value, tuple) else value

@@ -30,3 +30,7 @@ class TokenizerMismatchError(RankGuideError, ValueError):
 
 class CalibrationError(ConfigError):
     """A steering vector cannot be calibrated from these traces (e.g. no validation step)."""
+
+
+class RunCancelled(RankGuideError):
+    """A run was stopped because whoever asked for it has gone (a server client disconnected)."""

@@ -175,6 +175,10 @@ class ReasoningState(TypedDict, total=False):
     """Forced start of the answer (see :class:`ReasoningInput`)."""
     run_id: str
     """Key of this run's session (KV caches, rank window) in the process."""
+    run_context: dict[str, Any]
+    """What the run was started with: :meth:`~rankguide_graph.context.RankGuideContext.
+    fingerprint` (models, policy, thresholds, budgets, ...). A resume under a context that
+    differs in any of them is refused; checkpoints made before it existed resume unchecked."""
     prompt_len: int
     """Tokens of the templated prompt at the start of ``sequence``."""
     sequence: Annotated[

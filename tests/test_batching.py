@@ -21,9 +21,10 @@ from rankguide_graph.backend.batch_pass import RowInput, forward_rows
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.layers import decoder_layers
 from rankguide_graph.backend.sampling import TokenSampler
-from rankguide_graph.backend.scheduler import BatchScheduler, RunCancelled
+from rankguide_graph.backend.scheduler import BatchScheduler
 from rankguide_graph.backend.slot_cache import SlotCache
 from rankguide_graph.context import RankGuideContext
+from rankguide_graph.errors import RunCancelled
 from rankguide_graph.graph import build_graph
 from rankguide_graph.session import POOL, SESSIONS
 from rankguide_graph.signals.tt_svd import _single_threaded

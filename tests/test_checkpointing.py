@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from rankguide_graph.context import RankGuideContext
+from rankguide_graph.context import RUN_DEFINING, RUN_INDEPENDENT, RankGuideContext
+from rankguide_graph.errors import ConfigError
 from rankguide_graph.graph import build_graph
 from rankguide_graph.session import SESSIONS
 from rankguide_graph.tiny_models import save_tiny_model
@@ -121,6 +123,82 @@ def test_a_checkpoint_of_the_first_state_layout_resumes_to_the_same_answer(pair,
     assert "sequence_version" not in before.values  # written by the old layout
     graph.invoke(None, config, context=context)
     assert _comparable(graph.get_state(config).values) == _comparable(reference)
+
+
+# -- resuming under another context ------------------------------------------------------------
+def _interrupted(pair, saver, thread_id: str, context: RankGuideContext):
+    """A graph on ``saver`` whose run on ``thread_id`` stopped after two steps (a new process)."""
+    graph = build_graph(checkpointer=saver)
+    config = {"configurable": {"thread_id": thread_id}}
+    graph.invoke({"question": QUESTION}, config, context=context, interrupt_before=["steer"])
+    for _ in range(2):
+        graph.invoke(None, config, context=context, interrupt_before=["steer"])
+    assert graph.get_state(config).next == ("steer",)
+    _forget_sessions()
+    return graph, config
+
+
+@pytest.mark.parametrize("saver", ["memory", "sqlite"])
+def test_resuming_with_other_models_is_refused_naming_them(pair, model_dirs, saver, tmp_path):
+    checkpointer = (
+        InMemorySaver()
+        if saver == "memory"
+        else SqliteSaver(sqlite3.connect(tmp_path / "runs.sqlite", check_same_thread=False))
+    )
+    context = _context(pair, "rankguide")
+    graph, config = _interrupted(pair, checkpointer, "models", context)
+    other = {role: str(path) for role, path in model_dirs["qwen2"].items()}
+    moved = replace(context, srm=other["srm"], lrm=other["lrm"])
+    with pytest.raises(ConfigError) as refused:
+        graph.invoke(None, config, context=moved)
+    message = str(refused.value)
+    assert f"srm (={pair['srm']!r} then, {other['srm']!r} now)" in message
+    assert f"lrm (={pair['lrm']!r} then, {other['lrm']!r} now)" in message
+    assert "policy" not in message and "thread_id" in message and "\n" not in message
+    # Refused before any work: the thread is where it was, and resumes under its own context.
+    assert graph.get_state(config).next == ("steer",)
+    graph.invoke(None, config, context=context)
+    assert graph.get_state(config).values["answer"] is not None
+
+
+def test_resuming_with_another_policy_or_thresholds_is_refused(pair):
+    context = _context(pair, "rankguide")
+    graph, config = _interrupted(pair, InMemorySaver(), "policy", context)
+    with pytest.raises(ConfigError, match=r"policy \(='rankguide' then, 'glimprouter' now\)"):
+        graph.invoke(None, config, context=replace(context, policy="glimprouter"))
+    with pytest.raises(ConfigError, match=r"t_e \(=2.85 then, 0.5 now\), window \(=3 then, 4"):
+        graph.invoke(None, config, context=replace(context, t_e=0.5, window=4))
+    steps = len(graph.get_state(config).values["steps"])
+    assert steps == 2  # nothing was written under the other rules
+    # A new question on the thread is a new run: it may take another context.
+    other = replace(context, policy="lrm-only")
+    out = graph.invoke({"question": "What is 3?"}, config, context=other)
+    assert {s["model"] for s in out["steps"]} == {"lrm"}
+    assert graph.get_state(config).values["run_context"]["policy"] == "lrm-only"
+
+
+def test_settings_of_where_a_run_is_computed_may_change_on_resume(pair):
+    """Device, dtype, compile and the remote LRM's transport are not recorded nor compared."""
+    context = _context(pair, "rankguide")
+    reference = build_graph().invoke({"question": QUESTION}, context=context)
+    graph, config = _interrupted(pair, InMemorySaver(), "device", context)
+    elsewhere = replace(context, device="cpu", dtype="float32", lrm_timeout_s=5.0, lrm_retries=0)
+    graph.invoke(None, config, context=elsewhere)
+    assert _comparable(graph.get_state(config).values) == _comparable(reference)
+
+
+def test_a_checkpoint_records_the_run_defining_settings_and_nothing_else(pair):
+    graph = build_graph(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "record"}}
+    context = replace(_context(pair, "rankguide"), answer_stop=("\nQ:",))
+    graph.invoke({"question": QUESTION}, config, context=context, interrupt_before=["steer"])
+    recorded = graph.get_state(config).values["run_context"]
+    _forget_sessions()  # the run stays unfinished: free its caches for the tests that count them
+    assert recorded == context.fingerprint() and recorded["answer_stop"] == ["\nQ:"]
+    assert set(recorded) == set(RUN_DEFINING) and not set(recorded) & RUN_INDEPENDENT
+    # Every context field is placed on one side: a new one (a key, a secret) must be decided.
+    assert set(RUN_DEFINING) | RUN_INDEPENDENT == {f.name for f in fields(RankGuideContext)}
+    assert len(RUN_DEFINING) == len(set(RUN_DEFINING))
 
 
 @pytest.fixture(scope="module")

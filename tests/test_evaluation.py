@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from rankguide_graph.cli import main
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
+from rankguide_graph.evaluation import harness
 from rankguide_graph.evaluation.analysis import case_study
 from rankguide_graph.evaluation.datasets import Problem
 from rankguide_graph.evaluation.harness import evaluate
@@ -237,3 +244,157 @@ def test_eval_refuses_an_output_directory_it_cannot_create(pair, dataset, tmp_pa
 def test_a_jsonl_dataset_needs_both_models(dataset, tmp_path, capsys):
     assert main(["eval", "--dataset", str(dataset), "--out", str(tmp_path)]) == 2
     assert "needs --srm and --lrm" in capsys.readouterr().err
+
+
+# -- interrupts, resume, one evaluation per directory -------------------------------------------
+TWO_RUNS = ("--policies", "srm-only,lrm-only")
+SOLVE = harness.solve
+
+
+def _rows(out):
+    """results.json without the timings (which differ between two runs of the same thing)."""
+    rows = json.loads((out / "results.json").read_text())
+    return [{k: v for k, v in r.items() if "latency" not in k} for r in rows]
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
+
+
+def _ctrl_c_at(monkeypatch, call: int) -> list[str]:
+    """Make the ``call``-th problem run raise KeyboardInterrupt; the problems actually run."""
+    solved: list[str] = []
+
+    def solve(graph, run, context, problem):
+        if len(solved) + 1 == call:
+            raise KeyboardInterrupt
+        solved.append(f"{run.label}/{problem.id}")
+        return SOLVE(graph, run, context, problem)
+
+    monkeypatch.setattr(harness, "solve", solve)
+    return solved
+
+
+def test_ctrl_c_keeps_finished_runs_and_resume_runs_only_the_rest(
+    pair, dataset, tmp_path, capsys, monkeypatch
+):
+    whole = tmp_path / "whole"
+    assert _eval(pair, dataset, whole, *TWO_RUNS) == 0
+    out = tmp_path / "out"
+    solved = _ctrl_c_at(monkeypatch, call=4)  # the second problem of the second run
+    assert _eval(pair, dataset, out, *TWO_RUNS) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "interrupted: 1 of 2 runs finished" in err
+    assert "--resume" in err and "3 of 4 problem runs" in err
+    assert [r["run"] for r in json.loads((out / "results.json").read_text())] == ["srm-only"]
+    assert len(_records(out)) == 3
+
+    solved.clear()
+    monkeypatch.setattr(harness, "solve", _counting(solved))
+    assert _eval(pair, dataset, out, *TWO_RUNS, "--resume") == 0
+    assert solved == ["lrm-only/line-2"]  # the recorded ones were not run again
+    assert _rows(out) == _rows(whole)
+    assert sorted(map(_key, _records(out))) == sorted(map(_key, _records(whole)))
+
+
+def _counting(solved: list[str]):
+    def solve(graph, run, context, problem):
+        solved.append(f"{run.label}/{problem.id}")
+        return SOLVE(graph, run, context, problem)
+
+    return solve
+
+
+def _key(record):
+    return record["run"], record["problem_id"], record["predicted"], record["steps"]
+
+
+def test_a_record_cut_short_by_the_interrupt_is_dropped_on_resume(pair, dataset, tmp_path):
+    out = tmp_path / "out"
+    assert _eval(pair, dataset, out, *TWO_RUNS) == 0
+    lines = (out / "problems.jsonl").read_text().splitlines()
+    (out / "problems.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    assert _eval(pair, dataset, out, *TWO_RUNS, "--resume") == 0
+    assert len(_records(out)) == 4 and json.loads((out / "results.json").read_text())[1]["n"] == 2
+
+
+def test_ctrl_c_in_a_real_process_exits_130_with_one_line(pair, tmp_path):
+    """SIGINT to ``rankguide eval`` once it has recorded a problem: no traceback, results kept."""
+    dataset = tmp_path / "many.jsonl"
+    dataset.write_text("".join(json.dumps({"problem": f"Add {i} and 9.", "answer": str(i + 9)})
+                               + "\n" for i in range(40)))  # fmt: skip
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "rankguide_graph.cli", "eval", "--dataset", str(dataset),
+        "--srm", pair["srm"], "--lrm", pair["lrm"], "--out", str(out), "--no-progress",
+        "--policies", "srm-only,lrm-only", "--max-steps", "3", "--max-step-tokens", "12",
+        "--max-answer-tokens", "4",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    root = Path(__file__).parents[1]  # this checkout's package, whatever is installed
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    records = out / "problems.jsonl"
+    deadline = time.monotonic() + 120
+    while not (records.exists() and records.read_text().count("\n") >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rankguide eval: interrupted:") and "--resume" in last
+    assert (out / "results.json").exists() and _records(out)
+
+
+def test_resume_refuses_other_settings_naming_each(pair, dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _eval(pair, dataset, out, *TWO_RUNS) == 0
+    before = (out / "problems.jsonl").read_text()
+    capsys.readouterr()
+    code = _eval(pair, dataset, out, "--policies", "srm-only", "--t-e", "0.5", "--resume")
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rankguide eval: error: --resume:" in err
+    assert "runs (=['srm-only', 'lrm-only'] then, ['srm-only'] now)" in err
+    assert "t_e (=0.9 then, 0.5 now)" in err and "--overwrite" in err
+    assert (out / "problems.jsonl").read_text() == before  # nothing touched
+
+
+def test_one_evaluation_per_directory(pair, dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _eval(pair, dataset, out, *TWO_RUNS) == 0
+    # A second evaluation into it: refused, not mixed with the first one's records.
+    assert _eval(pair, dataset, out, "--policies", "srm-only") == 2
+    err = capsys.readouterr().err
+    assert "already holds an evaluation" in err and "--resume" in err and "--overwrite" in err
+    (out / "notes.txt").write_text("mine")
+    assert _eval(pair, dataset, out, "--policies", "srm-only", "--overwrite") == 0
+    assert {r["run"] for r in _records(out)} == {"srm-only"} and len(_records(out)) == 2
+    assert [r["run"] for r in json.loads((out / "results.json").read_text())] == ["srm-only"]
+    assert (out / "notes.txt").read_text() == "mine"  # only eval's own files are replaced
+    # A directory of other files: refused without --overwrite.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert _eval(pair, dataset, other) == 2
+    assert "is not empty (notes.txt)" in capsys.readouterr().err
+    # --resume on a directory that holds no evaluation starts one.
+    assert _eval(pair, dataset, tmp_path / "new", *TWO_RUNS, "--resume") == 0
+    assert len(_records(tmp_path / "new")) == 4
+
+
+def test_a_problem_that_fails_first_is_recorded_like_any_other(pair, problems, tmp_path):
+    dataset = tmp_path / "set.jsonl"
+    first = {"problem": "count " * 5000, "answer": "0"}  # longer than the models' context
+    rest = [{"problem": p.problem, "answer": p.answer} for p in problems]
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in [first, *rest]))
+    out = tmp_path / "out"
+    assert _eval(pair, dataset, out, *TWO_RUNS) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["run"], r["n"], r["errors"]) for r in rows] == [
+        ("srm-only", 3, 1),
+        ("lrm-only", 3, 1),
+    ]
+    failed = [r for r in _records(out) if r["problem_id"] == "line-1"]
+    assert len(failed) == 2 and all("context" in r["error"] for r in failed)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rankguide_graph.backend.cancel import stop_if_cancelled
 from rankguide_graph.backend.remote import RemoteRunner
 from rankguide_graph.backend.runner import FeedResult, ModelRunner
 from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
@@ -210,6 +211,7 @@ class StepEngine:
         ``on_token`` sees every sampled token as it is sampled (for streaming) and may end the
         step by returning ``True`` (:attr:`StopReason.STOP_SEQUENCE`).
         """
+        stop_if_cancelled()  # before the catch-up prefill: a caller that left costs nothing
         runner = self._runner(name)
         started = time.perf_counter()
         self._catch_up(name)

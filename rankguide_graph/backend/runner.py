@@ -32,6 +32,7 @@ import torch
 
 from rankguide_graph.backend.batch_pass import RowInput
 from rankguide_graph.backend.cache_keyword import cache_keyword
+from rankguide_graph.backend.cancel import stop_if_cancelled
 from rankguide_graph.backend.capture import capture_layer_input
 from rankguide_graph.backend.compiled_decode import CompiledDecoder, compiled_decoder
 from rankguide_graph.backend.kv_cache import CHUNK_TOKENS, KVCache
@@ -42,11 +43,11 @@ from rankguide_graph.backend.scheduler import (
     BatchScheduler,
     DecodeJob,
     FeedJob,
-    RunCancelled,
     model_lock,
 )
 from rankguide_graph.backend.slot_cache import RowKV
 from rankguide_graph.backend.stopping import StepStopTracker, StopReason, step_end
+from rankguide_graph.errors import RunCancelled
 from rankguide_graph.steering.hook import add_at_positions
 from rankguide_graph.steering.vector import SteeringVector
 
@@ -315,7 +316,8 @@ class ModelRunner:
         forward derives positions from the cache. Greedy output equals ``generate``'s. A
         batched runner's loop advances inside the scheduler's batch, one token per pass.
         ``on_token`` sees each sampled token (streaming) and may end the step there
-        (:func:`~rankguide_graph.backend.stopping.step_end`).
+        (:func:`~rankguide_graph.backend.stopping.step_end`). A run whose caller has gone stops
+        before its next token (:func:`~rankguide_graph.backend.cancel.stop_if_cancelled`).
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
@@ -326,6 +328,7 @@ class ModelRunner:
 
         def advance(logits: torch.Tensor) -> int | None:
             """Sample from logits (V,); the token to feed next, or None when the step ends."""
+            stop_if_cancelled()  # the caller's flag (a context variable: see the batched path)
             if self.cancelled():
                 raise RunCancelled(f"the run on {self.name!r} was cancelled mid-step")
             token = sampler(logits)

@@ -46,6 +46,7 @@ from rankguide_graph.backend.batch_pass import RowInput, RowOutput, forward_rows
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.slot_cache import SlotCache
+from rankguide_graph.errors import RunCancelled
 
 T = TypeVar("T")
 
@@ -74,10 +75,6 @@ def _stop_all() -> None:
     """
     for scheduler in list(_LIVE):
         scheduler.close(wait_s=5.0)
-
-
-class RunCancelled(Exception):
-    """A decode step left the batch because its run was cancelled (its client went away)."""
 
 
 @dataclass(eq=False)

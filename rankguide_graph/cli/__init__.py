@@ -1,7 +1,8 @@
 """The ``rankguide`` command line: demo, run, eval, graph, calibrate, steer-eval, train-demo.
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
-(bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2.
+(bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2, and
+Ctrl-C prints one line (no traceback) and exits with status 130.
 """
 
 from __future__ import annotations
@@ -51,3 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RankGuideError, ValueError, OSError) as err:
         print(f"rankguide {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where a command has no more to say (eval has)
+        print(f"rankguide {args.command}: interrupted", file=sys.stderr)
+        return 130

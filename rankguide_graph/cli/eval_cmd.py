@@ -3,11 +3,17 @@
     rankguide eval --dataset demo --limit 50 --out results/ [--sweep] [--analysis] \
         [--policies srm-only,lrm-only,glimprouter,specreason,trim,rankguide]
 
-Writes under ``--out``: ``problems.jsonl`` (one record per run and problem, appended as each
-finishes), ``results.json`` (one summary per run: the paper's Table 1 columns), ``results.md``,
-``accuracy_latency.png`` (Fig. 3; sweeps as curves), ``routing_traces.png`` (signals per step,
-coloured by model, for the first problems of a routed run), and with ``--analysis`` the case
-study of §3 (``analysis.json``, ``analysis.md``, ``analysis.png``).
+Writes under ``--out``: ``evaluation.json`` (what the evaluation is), ``problems.jsonl`` (one
+record per run and problem, appended as each finishes), ``results.json`` (one summary per run:
+the paper's Table 1 columns), ``results.md``, ``accuracy_latency.png`` (Fig. 3; sweeps as
+curves), ``routing_traces.png`` (signals per step, coloured by model, for the first problems of
+a routed run), and with ``--analysis`` the case study of §3 (``analysis.json``, ``analysis.md``,
+``analysis.png``).
+
+One evaluation per directory (:mod:`~rankguide_graph.evaluation.outdir`): a directory that is
+not empty is refused unless ``--resume`` (finish the evaluation it holds, same settings checked)
+or ``--overwrite`` (start again). Ctrl-C writes ``results.json`` for the runs that finished and
+exits with status 130, saying how to resume.
 
 ``--dataset demo`` (the test split of the demo task) and ``demo-validation`` use the embedded
 pair unless ``--srm``/``--lrm`` are given; a JSONL file needs both.
@@ -18,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,8 @@ from rankguide_graph.cli.options import add_context_options, context_from_args, 
 from rankguide_graph.errors import ConfigError
 
 ALL_POLICIES = "srm-only,lrm-only,glimprouter,specreason,trim,rankguide"
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 def register(commands: Any) -> None:
@@ -45,6 +52,18 @@ def register(commands: Any) -> None:
     parser.add_argument("--policies", default=ALL_POLICIES, help=f"default: {ALL_POLICIES}")
     parser.add_argument("--limit", type=int, default=None, help="first N problems (demo: 100)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the evaluation in --out: skip the problems it recorded (its settings must "
+        "be these)",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the evaluation in --out (only the files eval writes) and start again",
+    )
     parser.add_argument("--srm", default=None, help="small model (default: the demo pair's)")
     parser.add_argument("--lrm", default=None, help="large model (default: the demo pair's)")
     parser.add_argument(
@@ -74,6 +93,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, run the evaluation, write the results."""
+    from rankguide_graph.evaluation.outdir import evaluation_settings, prepare_out
     from rankguide_graph.evaluation.runs import expand_runs, parse_grid, parse_policies
 
     if args.limit is not None and args.limit < 1:
@@ -83,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     runs = expand_runs(policies, sweep=args.sweep, grids=grids)
     base = _base_context(args)
     problems = _load(args, base)
-    _check_writable(args.out)
     for r in runs:
         r.context(base)  # every sweep point validated before anything decodes
-    return _evaluate(args, runs, base, problems)
+    settings = evaluation_settings(dataset=args.dataset, base=base, runs=runs, problems=problems)
+    done = prepare_out(args.out, settings, resume=args.resume, overwrite=args.overwrite)
+    return _evaluate(args, runs, base, problems, done)
 
 
 def _base_context(args: argparse.Namespace) -> Any:
@@ -119,45 +140,79 @@ def _load(args: argparse.Namespace, base: Any) -> list:
     return [Problem(p.id, format_problem(p.problem, template), p.answer, p.line) for p in problems]
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out (={out}) cannot be created: {err.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"--out (={out}) is not writable: choose another directory")
-
-
-def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list) -> int:
+def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list, done: list) -> int:
     from rankguide_graph.evaluation.harness import evaluate, warm_up
-    from rankguide_graph.evaluation.plots import plot_accuracy_latency, plot_routing_traces
-    from rankguide_graph.evaluation.report import markdown_table, summarize
+    from rankguide_graph.evaluation.outdir import RECORDS
 
     out: Path = args.out
     progress = not args.no_progress
-    print(f"{len(runs)} runs x {len(problems)} problems -> {out}", file=sys.stderr)
-    warm_up(base, problems[0].problem)
-    with open(out / "problems.jsonl", "w", encoding="utf-8") as sink:
+    resumed = f" ({len(done)} recorded before: resumed)" if done else ""
+    print(f"{len(runs)} runs x {len(problems)} problems -> {out}{resumed}", file=sys.stderr)
+    made = list(done)
+    try:
+        if len(done) < len(runs) * len(problems):
+            warm_up(base, [p.problem for p in problems])
+        with open(out / RECORDS, "a", encoding="utf-8") as sink:
 
-        def keep(record: Any) -> None:
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
+            def keep(record: Any) -> None:
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                made.append(record)
 
-        records = evaluate(problems, runs, base, on_record=keep, progress=progress)
-    rows = summarize(records)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = markdown_table(rows)
-    (out / "results.md").write_text(table)
-    plot_accuracy_latency(rows, out / "accuracy_latency.png", title=f"{args.dataset}")
-    traced = next((r.label for r in runs if r.policy == "rankguide"), None) or runs[-1].label
-    plot_routing_traces(
-        records, out / "routing_traces.png", run=traced, problems=args.trace_problems
-    )
-    print(table)
+            records = evaluate(problems, runs, base, on_record=keep, progress=progress, done=done)
+    except KeyboardInterrupt:
+        return _interrupted(args, runs, problems, made)
+    _write_results(args, runs, records)
     if args.analysis:
-        _analyse(args, base, problems, progress)
+        try:
+            _analyse(args, base, problems, progress)
+        except KeyboardInterrupt:
+            print(
+                f"rankguide eval: interrupted during --analysis: {out}/results.json is complete; "
+                "run the same command with --resume to do the analysis",
+                file=sys.stderr,
+            )
+            return INTERRUPTED
     print(f"wrote {out}/results.json, results.md, problems.jsonl and the plots", file=sys.stderr)
     return 0
+
+
+def _write_results(args: argparse.Namespace, runs: list, records: list) -> None:
+    """``results.json``, ``results.md`` (printed too) and the plots of a finished evaluation."""
+    from rankguide_graph.evaluation.plots import plot_accuracy_latency, plot_routing_traces
+
+    rows = _write_tables(args.out, records)
+    plot_accuracy_latency(rows, args.out / "accuracy_latency.png", title=f"{args.dataset}")
+    traced = next((r.label for r in runs if r.policy == "rankguide"), None) or runs[-1].label
+    plot_routing_traces(
+        records, args.out / "routing_traces.png", run=traced, problems=args.trace_problems
+    )
+    print((args.out / "results.md").read_text())
+
+
+def _write_tables(out: Path, records: list) -> list[dict[str, Any]]:
+    """Summarise ``records`` into ``results.json`` and ``results.md``; the rows."""
+    from rankguide_graph.evaluation.report import markdown_table, summarize
+
+    rows = summarize(records)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "results.md").write_text(markdown_table(rows))
+    return rows
+
+
+def _interrupted(args: argparse.Namespace, runs: list, problems: list, made: list) -> int:
+    """Ctrl-C: summarise the runs that finished, say how to go on; the exit status."""
+    from rankguide_graph.evaluation.outdir import finished_runs
+
+    finished = finished_runs(made, runs, problems)
+    rows = _write_tables(args.out, finished)
+    print(
+        f"rankguide eval: interrupted: {len(rows)} of {len(runs)} runs finished "
+        f"({args.out}/results.json has them; {len(made)} of {len(runs) * len(problems)} "
+        f"problem runs are in problems.jsonl); run the same command with --resume to finish",
+        file=sys.stderr,
+    )
+    return INTERRUPTED
 
 
 def _analyse(args: argparse.Namespace, base: Any, problems: list, progress: bool) -> None:

@@ -4,8 +4,10 @@ Models load once (the graph's process-wide pool) in a warm-up run that is not ti
 policy does not pay for loading. Each problem is one ``graph.invoke``; its latency is the wall
 time of that call, the paper's definition (everything up to the final answer, routing and
 verification included). A problem that raises is recorded with its error and counted wrong; the
-other problems still run. Records are plain JSON (``ProblemRecord``), written as they come by the
-caller (``on_record``), so an interrupted evaluation keeps what it finished.
+other problems still run (in the warm-up too: a problem that fails there is left to its own
+run, which records it). Records are plain JSON (``ProblemRecord``), written as they come by the
+caller (``on_record``), so an interrupted evaluation keeps what it finished, and a resumed one
+passes them back in (``done``) to run only the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rankguide_graph.evaluation.datasets import Problem
 from rankguide_graph.evaluation.grading import extract_answer, is_correct
 from rankguide_graph.evaluation.runs import PolicyRun
 
-__all__ = ["ProblemRecord", "StepSignals", "evaluate", "warm_up"]
+__all__ = ["ProblemRecord", "StepSignals", "evaluate", "records_by_pair", "warm_up"]
 
 
 class StepSignals(TypedDict):
@@ -61,14 +63,33 @@ class ProblemRecord(TypedDict):
     signals: list[StepSignals]
 
 
-def warm_up(base: RankGuideContext, question: str) -> None:
-    """Load both models (and run each code path once) with a one-step run, untimed."""
+WARM_UP_TRIES = 3
+"""Problems the warm-up tries in turn until one runs."""
+
+
+def warm_up(base: RankGuideContext, questions: Sequence[str]) -> None:
+    """Load both models (and run each code path once) with a one-step run, untimed.
+
+    What every problem needs (the models, the steering vector, the policy's scorer) is loaded
+    first, and its errors propagate: no problem could run. The one-step run then tries the first
+    :data:`WARM_UP_TRIES` questions in turn; one that fails (a prompt longer than the context)
+    is skipped here and recorded with its error in its own run, like a problem anywhere else.
+    """
     from rankguide_graph.graph import build_graph
+    from rankguide_graph.session import SESSIONS
 
     context = dataclasses.replace(
         base, policy="rankguide", max_steps=1, max_answer_tokens=1, record_signals=False
     )
-    build_graph().invoke({"question": question}, context=context)
+    run_id, _ = SESSIONS.open(context)  # loads the pair and the steering vector
+    SESSIONS.close(run_id)
+    graph = build_graph()
+    for question in questions[:WARM_UP_TRIES]:
+        try:
+            graph.invoke({"question": question}, context=context)
+            return
+        except Exception:  # noqa: BLE001 - this problem's own run records the error
+            continue
 
 
 def evaluate(
@@ -78,16 +99,20 @@ def evaluate(
     *,
     on_record: Callable[[ProblemRecord], None] | None = None,
     progress: bool = True,
+    done: Sequence[ProblemRecord] = (),
 ) -> list[ProblemRecord]:
     """Every run on every problem, in that order; one record each.
 
     Every run's context is built (and validated) before anything decodes, so a bad threshold in
-    a sweep fails at once rather than after an hour.
+    a sweep fails at once rather than after an hour. ``done`` holds records an earlier,
+    interrupted evaluation made: those (run, problem) pairs are not run again (nor passed to
+    ``on_record``) and their records take their places in the result.
     """
     from rankguide_graph.graph import build_graph
 
     contexts = [run.context(base) for run in runs]
     graph = build_graph()
+    earlier = records_by_pair(done)
     records: list[ProblemRecord] = []
     for run, context in zip(runs, contexts, strict=True):
         bar = tqdm(
@@ -98,14 +123,26 @@ def evaluate(
             disable=None if progress else True,
         )
         correct = 0
-        for done, problem in enumerate(bar, start=1):
-            record = solve(graph, run, context, problem)
+        for n, problem in enumerate(bar, start=1):
+            kept = earlier.get((run.label, problem.id))
+            if kept:
+                record = kept.pop(0)
+            else:
+                record = solve(graph, run, context, problem)
+                if on_record is not None:
+                    on_record(record)
             correct += record["correct"]
             records.append(record)
-            if on_record is not None:
-                on_record(record)
-            bar.set_postfix(accuracy=f"{correct / done:.2f}")
+            bar.set_postfix(accuracy=f"{correct / n:.2f}")
     return records
+
+
+def records_by_pair(records: Sequence[ProblemRecord]) -> dict[tuple[str, str], list[ProblemRecord]]:
+    """Records by (run label, problem id), in order (a repeated problem id has several)."""
+    pairs: dict[tuple[str, str], list[ProblemRecord]] = {}
+    for record in records:
+        pairs.setdefault((record["run"], record["problem_id"]), []).append(record)
+    return pairs
 
 
 def solve(graph: Any, run: PolicyRun, context: RankGuideContext, problem: Problem) -> ProblemRecord:

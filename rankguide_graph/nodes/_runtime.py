@@ -1,5 +1,8 @@
 """What every node needs from the runtime: settings, the run's session, the stream, a guard.
 
+Every node but ``prepare`` finds the run's session through :func:`session_of`, which first
+checks the run's context against the one its checkpoint recorded.
+
 The guard (:func:`frees_session_on_error`) drops the session of a run that fails in a node.
 """
 
@@ -30,8 +33,14 @@ def context_of(runtime: Runtime[RankGuideContext]) -> RankGuideContext:
 
 
 def session_of(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> RunSession:
-    """The run's session, synced to the state's text (rebuilt from it after a resume)."""
-    return SESSIONS.get(state, context_of(runtime))
+    """The run's session, synced to the state's text (rebuilt from it after a resume).
+
+    A run resumed from a checkpoint under other run-defining settings than it started with
+    (other models, another policy, other thresholds) is refused here, before any model work.
+    """
+    context = context_of(runtime)
+    context.check_resumes(state.get("run_context"))
+    return SESSIONS.get(state, context)
 
 
 def emit(runtime: Runtime[RankGuideContext], event: str, **payload: Any) -> None:

@@ -38,6 +38,7 @@ def prepare(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     return {
         "question": question_of(state),
         "run_id": run_id,
+        "run_context": context.fingerprint(),  # a resume must come with the same settings
         "prompt_len": len(prompt),
         **text,
         "steps": Overwrite([]),  # a new question on a checkpointed thread starts a new trace

@@ -10,6 +10,7 @@ field ``trace`` (a per-request copy with ``include_trace=True``), ``max_steps`` 
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -19,11 +20,13 @@ from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable
+from starlette.requests import Request
 
 from rankguide_graph.server.chat_format import ChunkMapper, completion_body, to_langchain
 from rankguide_graph.server.errors import bad_request, from_run_error
 from rankguide_graph.server.schemas import ChatCompletionRequest, RankGuideOptions, stop_list
 from rankguide_graph.server.sse import sse_event, sse_response
+from rankguide_graph.server.workers import client_left
 
 
 @dataclass
@@ -124,12 +127,13 @@ def register(app: Any, server: Any) -> None:
     from fastapi.responses import JSONResponse
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         plan = plan_chat(body, server)
+        left = functools.partial(client_left, request.receive)  # the run stops when it returns
         if body.stream:
-            return await sse_response(await server.workers.stream(plan.stream))
+            return await sse_response(await server.workers.stream(plan.stream, left=left))
         try:
-            result = await server.workers.run(plan.invoke)
+            result = await server.workers.run(plan.invoke, left=left)
         except Exception as err:
             raise from_run_error(err) from err
         return JSONResponse(result)

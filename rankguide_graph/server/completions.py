@@ -10,6 +10,7 @@ text, counted from 0, accumulating the decoded length of each token. One prompt 
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,12 +18,16 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
+from rankguide_graph.backend.cancel import stop_if_cancelled
 from rankguide_graph.backend.sampling import SamplingConfig
 from rankguide_graph.server.errors import bad_request, from_run_error
 from rankguide_graph.server.generation import DecodeSettings, Piece, TokenLogprob, generate
 from rankguide_graph.server.models import SingleModel
 from rankguide_graph.server.schemas import CompletionRequest, stop_list
 from rankguide_graph.server.sse import sse_event, sse_response
+from rankguide_graph.server.workers import client_left
 
 
 @dataclass
@@ -164,6 +169,7 @@ def run_completion(plan: CompletionPlan) -> dict[str, Any]:
     body = plan.request
     with closing(generate(plan.model.cache, plan.prompt_ids, plan.settings)) as pieces:
         generated = list(pieces)
+    stop_if_cancelled()  # the client left: the pieces (maybe none) stop short
     last = generated[-1]
     text = "".join(p.text for p in generated)
     choice: dict[str, Any] = {
@@ -232,17 +238,21 @@ def register(app: Any, server: Any) -> None:
     from fastapi.responses import JSONResponse
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, request: Request) -> Any:
         model = server.models.single(body.model)
+        left = functools.partial(client_left, request.receive)  # the run stops when it returns
         # Planning tokenizes the prompt: it runs in the worker thread too, and its 400s come
         # back before any stream starts.
         if body.stream:
             run = await server.workers.stream(
-                lambda cancelled: stream_completion(plan_completion(body, model), cancelled)
+                lambda cancelled: stream_completion(plan_completion(body, model), cancelled),
+                left=left,
             )
             return await sse_response(run)
         try:
-            result = await server.workers.run(lambda: run_completion(plan_completion(body, model)))
+            result = await server.workers.run(
+                lambda: run_completion(plan_completion(body, model)), left=left
+            )
         except Exception as err:
             raise from_run_error(err) from err
         return JSONResponse(result)

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from rankguide_graph.errors import RankGuideError
+from rankguide_graph.errors import RankGuideError, RunCancelled
 
 LOG = logging.getLogger("rankguide.server")
 
@@ -65,6 +65,8 @@ def from_run_error(err: BaseException) -> APIError:
     """
     if isinstance(err, APIError):
         return err
+    if isinstance(err, RunCancelled):  # nobody reads it: the client has gone (nginx's 499)
+        return APIError(499, str(err), code="client_closed_request")
     if isinstance(err, RankGuideError | ValueError):
         return bad_request(str(err))
     LOG.error("error while running a request", exc_info=err)

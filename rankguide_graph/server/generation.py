@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rankguide_graph.backend.cancel import cancel_requested
 from rankguide_graph.backend.detokenize import IncrementalDetokenizer
 from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
 from rankguide_graph.server.prefix_cache import PrefixCache
@@ -183,16 +184,20 @@ def generate(
     cache: PrefixCache,
     prompt: list[int],
     settings: DecodeSettings,
-    cancelled: Callable[[], bool] = lambda: False,
+    cancelled: Callable[[], bool] = cancel_requested,
 ) -> Generator[Piece, None, None]:
     """Continue ``prompt``: one :class:`Piece` per token, the last with its finish reason.
 
-    Holds the model's lock and inference mode throughout; ``cancelled()`` is polled before each
-    token (a client that left stops the loop). Iterate and close it in one thread.
+    Holds the model's lock and inference mode throughout; ``cancelled()`` (by default: the
+    worker's cancel flag) is polled once the lock is held and before each token (a client that
+    left stops the loop, with no piece at all if it left before the prefill). Iterate and close
+    it in one thread.
     """
     tokenizer = cache.loaded.tokenizer
     k = settings.logprobs
     with cache.lock, torch.inference_mode():
+        if cancelled():  # the client left while this request waited for the lock
+            return
         logits = cache.prefill(prompt, all_logits=settings.prompt_logprobs)  # (V,) or (T, V)
         prompt_scores = None
         if settings.prompt_logprobs:
