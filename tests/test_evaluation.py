@@ -398,3 +398,44 @@ def test_a_problem_that_fails_first_is_recorded_like_any_other(pair, problems, t
     ]
     failed = [r for r in _records(out) if r["problem_id"] == "line-1"]
     assert len(failed) == 2 and all("context" in r["error"] for r in failed)
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+def test_concurrent_problems_give_the_records_of_one_by_one(pair, problems):
+    more = [*problems, Problem("c", "Name a prime above 20.", "23", 3), Problem(
+        "d", "Subtract 4 from 17.", "13", 4)]  # fmt: skip
+    runs = [PolicyRun("srm-only"), PolicyRun("rankguide", {"t_e": 1.0})]
+    base = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], **BUDGET)
+    one = evaluate(more, runs, base, progress=False)
+    seen = []
+    four = evaluate(more, runs, base, progress=False, concurrency=4, on_record=seen.append)
+    assert [_key(r) for r in four] == [_key(r) for r in one]  # same order, same answers
+    assert sorted(map(_key, seen)) == sorted(map(_key, four))
+    assert all(r["latency_s"] > 0 for r in four)  # each problem's own wall time
+
+
+def test_an_interrupt_stops_the_concurrent_runs_in_flight(pair, problems, monkeypatch):
+    runs = [PolicyRun("srm-only")]
+    base = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], **BUDGET)
+    real = harness.solve
+    calls = []
+
+    def solve(graph, run, context, problem):
+        calls.append(problem.id)
+        if problem.id == "b":
+            raise KeyboardInterrupt  # what the waiting thread sees on Ctrl-C
+        return real(graph, run, context, problem)
+
+    monkeypatch.setattr(harness, "solve", solve)
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(problems, runs, base, progress=False, concurrency=2, on_record=seen.append)
+    assert [r["problem_id"] for r in seen] == ["a"]  # only what finished before it
+
+
+def test_eval_concurrency_is_checked(pair, dataset, tmp_path, capsys):
+    assert _eval(pair, dataset, tmp_path / "o", "--concurrency", "0") == 2
+    assert "--concurrency (=0) must be >= 1" in capsys.readouterr().err
+    assert _eval(pair, dataset, tmp_path / "p", "--policies", "srm-only", "--concurrency", "2") == 0

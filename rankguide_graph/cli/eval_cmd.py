@@ -87,6 +87,14 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--trace-problems", type=int, default=4, help="problems in the trace plot")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="problems of one run solved at once (their forward passes are batched); latency "
+        "is still each problem's own wall time (default: 1)",
+    )
     add_context_options(parser, skip=("srm", "lrm", "policy"))
     parser.set_defaults(handler=run)
 
@@ -98,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit (={args.limit}) must be >= 1 (or left out for every problem)")
+    if args.concurrency < 1:
+        raise ConfigError(f"--concurrency (={args.concurrency}) must be >= 1, e.g. 8")
     policies = parse_policies(args.policies)
     grids = dict(parse_grid(text) for text in args.grid)
     runs = expand_runs(policies, sweep=args.sweep, grids=grids)
@@ -143,6 +153,7 @@ def _load(args: argparse.Namespace, base: Any) -> list:
 def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list, done: list) -> int:
     from rankguide_graph.evaluation.harness import evaluate, warm_up
     from rankguide_graph.evaluation.outdir import RECORDS
+    from rankguide_graph.session import POOL
 
     out: Path = args.out
     progress = not args.no_progress
@@ -152,6 +163,7 @@ def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list, d
     try:
         if len(done) < len(runs) * len(problems):
             warm_up(base, [p.problem for p in problems])
+        POOL.reserve(args.concurrency)  # a row of each model for every run at once
         with open(out / RECORDS, "a", encoding="utf-8") as sink:
 
             def keep(record: Any) -> None:
@@ -159,7 +171,15 @@ def _evaluate(args: argparse.Namespace, runs: list, base: Any, problems: list, d
                 sink.flush()
                 made.append(record)
 
-            records = evaluate(problems, runs, base, on_record=keep, progress=progress, done=done)
+            records = evaluate(
+                problems,
+                runs,
+                base,
+                on_record=keep,
+                progress=progress,
+                done=done,
+                concurrency=args.concurrency,
+            )
     except KeyboardInterrupt:
         return _interrupted(args, runs, problems, made)
     _write_results(args, runs, records)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict, cast
 
 from tqdm.auto import tqdm
@@ -100,6 +102,7 @@ def evaluate(
     on_record: Callable[[ProblemRecord], None] | None = None,
     progress: bool = True,
     done: Sequence[ProblemRecord] = (),
+    concurrency: int = 1,
 ) -> list[ProblemRecord]:
     """Every run on every problem, in that order; one record each.
 
@@ -107,34 +110,91 @@ def evaluate(
     a sweep fails at once rather than after an hour. ``done`` holds records an earlier,
     interrupted evaluation made: those (run, problem) pairs are not run again (nor passed to
     ``on_record``) and their records take their places in the result.
+
+    With ``concurrency`` > 1 the problems of one run are solved that many at a time (threads
+    whose forward passes the models' batch schedulers share); each record's latency is still
+    the wall time of its own problem. ``on_record`` is called from this thread, in the order the
+    problems finish. An interrupt stops the runs in flight at their next token (their records
+    are not made) and is re-raised.
     """
     from rankguide_graph.graph import build_graph
 
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency (={concurrency!r}) must be an int >= 1")
     contexts = [run.context(base) for run in runs]
     graph = build_graph()
     earlier = records_by_pair(done)
     records: list[ProblemRecord] = []
     for run, context in zip(runs, contexts, strict=True):
         bar = tqdm(
-            problems,
+            total=len(problems),
             desc=run.label,
             unit="problem",
             file=sys.stderr,
             disable=None if progress else True,
         )
-        correct = 0
-        for n, problem in enumerate(bar, start=1):
+        finished: dict[int, ProblemRecord] = {}
+
+        def count(
+            index: int, record: ProblemRecord, bar: Any = bar, finished: dict = finished
+        ) -> None:
+            finished[index] = record
+            correct = sum(r["correct"] for r in finished.values())
+            bar.update(1)
+            bar.set_postfix(accuracy=f"{correct / len(finished):.2f}")
+
+        todo: list[int] = []
+        for index, problem in enumerate(problems):
             kept = earlier.get((run.label, problem.id))
             if kept:
-                record = kept.pop(0)
+                count(index, kept.pop(0))
             else:
-                record = solve(graph, run, context, problem)
-                if on_record is not None:
-                    on_record(record)
-            correct += record["correct"]
-            records.append(record)
-            bar.set_postfix(accuracy=f"{correct / n:.2f}")
+                todo.append(index)
+        solved = _solve_all(graph, run, context, [problems[i] for i in todo], concurrency)
+        for index, record in zip(todo, solved, strict=False):
+            if on_record is not None:
+                on_record(record)
+            count(index, record)
+        bar.close()
+        records += [finished[i] for i in range(len(problems))]
     return records
+
+
+def _solve_all(
+    graph: Any,
+    run: PolicyRun,
+    context: RankGuideContext,
+    problems: Sequence[Problem],
+    concurrency: int,
+) -> Iterator[ProblemRecord]:
+    """Records of ``problems``, in order, each yielded as soon as it and those before it are done.
+
+    One at a time, or ``concurrency`` at a time on a thread pool. An interrupt while waiting
+    asks the runs in flight to stop (:func:`~rankguide_graph.backend.cancel.cancellable`),
+    waits for them, and re-raises; what they return then is dropped.
+    """
+    if concurrency == 1:
+        for problem in problems:
+            yield solve(graph, run, context, problem)
+        return
+    from rankguide_graph.backend.cancel import cancellable
+
+    stop = threading.Event()
+
+    def solve_one(problem: Problem) -> ProblemRecord:
+        with cancellable(stop.is_set):
+            return solve(graph, run, context, problem)
+
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rankguide-eval")
+    futures = [pool.submit(solve_one, problem) for problem in problems]
+    try:
+        for future in futures:
+            yield future.result()
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def records_by_pair(records: Sequence[ProblemRecord]) -> dict[tuple[str, str], list[ProblemRecord]]:
