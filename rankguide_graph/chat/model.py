@@ -26,7 +26,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rankguide_graph.chat.streaming import ContentStream
 from rankguide_graph.chat.tool_calls import parse_tool_calls, tool_names
@@ -309,6 +309,31 @@ class ChatRankGuide(BaseChatModel):
 
         formatted = [convert_to_openai_tool(t) for t in tools]
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """The answer as ``schema``, through a forced tool call (LangChain's signature).
+
+        A call the model left unfinished or malformed is an ``OutputParserException``: raised
+        with ``include_raw=False``, in ``parsing_error`` with ``include_raw=True`` (LangChain's
+        default parser would return ``parsed=None`` and no error).
+        """
+        from rankguide_graph.chat.structured import structured_output
+
+        kwargs.pop("method", None)
+        kwargs.pop("strict", None)
+        if kwargs:
+            raise ValueError(f"with_structured_output got unsupported arguments {kwargs}")
+        llm = self.bind_tools(
+            [schema],
+            tool_choice="any",
+            ls_structured_output_format={
+                "kwargs": {"method": "function_calling"},
+                "schema": schema,
+            },
+        )
+        return structured_output(llm, schema, include_raw=include_raw)
 
     # -- generation -----------------------------------------------------------------------------
     def _generate(
