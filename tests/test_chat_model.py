@@ -467,3 +467,8 @@ def test_structured_output_reports_an_unfinished_or_bad_call(pair, stub, answer)
     stub('{"total": 3}}</tool_call>')
     assert good.invoke("1 + 2?")["parsed"] == _Sum(total=3)
     assert good.invoke("1 + 2?")["parsing_error"] is None
+
+
+def test_a_message_that_is_not_valid_unicode_is_refused_naming_it(pair):
+    with pytest.raises(PromptError, match=r"messages\[1\]\['content'\] is not valid Unicode"):
+        _chat(pair).invoke([SystemMessage("Be brief."), HumanMessage("Add \udc80 5.")])
