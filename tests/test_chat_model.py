@@ -472,3 +472,10 @@ def test_structured_output_reports_an_unfinished_or_bad_call(pair, stub, answer)
 def test_a_message_that_is_not_valid_unicode_is_refused_naming_it(pair):
     with pytest.raises(PromptError, match=r"messages\[1\]\['content'\] is not valid Unicode"):
         _chat(pair).invoke([SystemMessage("Be brief."), HumanMessage("Add \udc80 5.")])
+
+
+def test_a_tool_message_without_its_call_is_refused(pair):
+    from langchain_core.messages import ToolMessage
+
+    with pytest.raises(PromptError, match=r"messages\[1\] is a tool result"):
+        _chat(pair).invoke([HumanMessage("Add 5 and 9."), ToolMessage("14", tool_call_id="c1")])

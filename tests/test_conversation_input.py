@@ -90,3 +90,13 @@ def test_text_that_is_not_valid_unicode_is_refused_naming_where(tokenizer):
     with pytest.raises(PromptError, match=r"tools\[0\]\['function'\]\['name'\]"):
         tools = [{"type": "function", "function": {"name": "d\udc80"}}]
         encode_conversation(tokenizer, CONVERSATION, tools=tools)
+
+
+def test_the_graph_refuses_a_tool_turn_that_answers_no_call(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "14"}]
+    with pytest.raises(PromptError, match=r"messages\[1\] is a tool result"):
+        encode_conversation(tokenizer, messages)
+    calls = [{"type": "function", "function": {"name": "f", "arguments": {}}}]  # no id: any
+    answered = [messages[0], {"role": "assistant", "content": "", "tool_calls": calls},
+                {"role": "tool", "content": "14", "tool_call_id": "x"}]  # fmt: skip
+    assert encode_conversation(tokenizer, answered)

@@ -666,3 +666,12 @@ def test_a_body_that_is_not_declared_json_is_a_415_naming_the_content_type(base_
     charset = {"content-type": "application/json; charset=utf-8"}
     ok = httpx.post(base_url + COMPLETIONS, content=json.dumps(CMPL), headers=charset)
     assert ok.status_code == 200, ok.text
+
+
+def test_a_tool_message_that_answers_no_call_is_a_400(base_url):
+    messages = [*USER, {"role": "tool", "tool_call_id": "c9", "content": "14"}]
+    response = httpx.post(base_url + CHAT, json={**MSG, "messages": messages})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages"
+    assert "messages[1] is a tool result (tool_call_id='c9')" in error["message"]

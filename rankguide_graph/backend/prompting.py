@@ -69,6 +69,7 @@ def encode_conversation(
             f"the last user turn is empty (content={messages[-1].get('content')!r}): pass the "
             "question to answer"
         )
+    check_tool_turns(messages)
     check_text("messages", [dict(m) for m in messages])
     check_text("tools", [dict(t) for t in tools] if tools else None)
     encoded: Any = tokenizer.apply_chat_template(
@@ -80,6 +81,39 @@ def encode_conversation(
     if hasattr(encoded, "keys"):
         encoded = encoded["input_ids"]
     return [int(t) for t in encoded]
+
+
+def check_tool_turns(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a tool turn that answers no tool call of an earlier assistant turn.
+
+    A tool result must follow the assistant turn that called the tool, and its
+    ``tool_call_id`` must be one of that turn's call ids (when the calls carry ids).
+    """
+    called: set[str] = set()
+    unnamed = False  # an earlier call without an id: any tool turn may answer it
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                call_id = call.get("id") if isinstance(call, Mapping) else None
+                if call_id:
+                    called.add(str(call_id))
+                else:
+                    unnamed = True
+        elif role == "tool":
+            answered = message.get("tool_call_id")
+            if not called and not unnamed:
+                raise PromptError(
+                    f"messages[{i}] is a tool result (tool_call_id={answered!r}) but no "
+                    "assistant turn before it calls a tool: put the assistant message with that "
+                    "tool call before it, or send the result as a user message"
+                )
+            if answered and str(answered) not in called and not unnamed:
+                raise PromptError(
+                    f"messages[{i}] answers tool call {answered!r}, which no earlier assistant "
+                    f"turn made (their call ids: {sorted(called)}): set its tool_call_id to the "
+                    "id of the call it answers"
+                )
 
 
 def check_question(question: Any) -> None:

@@ -23,6 +23,7 @@ from typing import Any, cast
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable
 
+from rankguide_graph.chat.messages import to_template_messages
 from rankguide_graph.server.chat_format import ChunkMapper, completion_body, to_langchain
 from rankguide_graph.server.errors import bad_request, from_run_error
 from rankguide_graph.server.schemas import (
@@ -120,10 +121,15 @@ def plan_chat(body: ChatCompletionRequest, server: Any) -> ChatPlan:
         "max_steps": options.max_steps,
         "max_step_tokens": options.max_step_tokens,
     }
+    messages = to_langchain(body.messages)
+    try:
+        to_template_messages(messages)  # a tool result answering no call, an image part, ...
+    except ValueError as err:
+        raise bad_request(str(err), "messages") from None
     return ChatPlan(
         request=body,
         runnable=runnable,
-        messages=to_langchain(body.messages),
+        messages=messages,
         stop=stop_list(body.stop) or None,
         kwargs={k: v for k, v in settings.items() if v is not None},
         trace=options.trace,
