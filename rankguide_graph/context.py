@@ -14,7 +14,7 @@ thinking budget).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from rankguide_graph.errors import ConfigError
@@ -117,6 +117,10 @@ class RankGuideContext:
     """When the remote LRM still fails after the retries: ``False`` raises
     :class:`~rankguide_graph.backend.remote.RemoteLRMError`; ``True`` lets the SRM write that
     step (or the answer), recorded in the trace as the rule ``lrm_unavailable``."""
+    lrm_api_key: str | None = field(default=None, repr=False, metadata={"secret": True})
+    """Key of the remote LRM's server, sent as ``Authorization: Bearer KEY``; ``None`` reads
+    the environment variable RANKGUIDE_LRM_API_KEY (unset: no key), which is safer than a
+    command line other users can see. Never logged, traced or checkpointed, nor in the repr."""
 
     def __post_init__(self) -> None:
         self.thresholds  # noqa: B018 - validates t_r1, t_r2, t_e, window
@@ -143,6 +147,7 @@ class RankGuideContext:
                 f"answer_stop (={self.answer_stop!r}) must be a list of non-empty strings, "
                 "e.g. ['\\nObservation:']"
             )
+        check_api_key("lrm_api_key", self.lrm_api_key)
         check_number("lrm_timeout_s", self.lrm_timeout_s, minimum=1e-3)
         check_int("lrm_retries", self.lrm_retries, minimum=0)
         check_number("temperature", self.temperature, minimum=0.0)
@@ -161,7 +166,32 @@ class RankGuideContext:
 
         get_policy_class(self.policy)  # unknown names fail here, listing the known ones
 
+    def public_settings(self) -> dict[str, object]:
+        """Every setting except the secrets (the LRM's API key).
+
+        What may be logged, recorded beside results or stored with a checkpoint.
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("secret")}
+
     @property
     def thresholds(self) -> RankGuideThresholds:
         """The Eq. 4 / Eq. 5 thresholds as one validated record."""
         return RankGuideThresholds(t_r1=self.t_r1, t_r2=self.t_r2, t_e=self.t_e, window=self.window)
+
+
+def check_api_key(name: str, key: str | None) -> None:
+    """Refuse a key that cannot go in an HTTP header (the message never shows the key)."""
+    if key is None:
+        return
+    if not isinstance(key, str):
+        raise ConfigError(f"{name} must be a string, not {type(key).__name__}")
+    if not key.strip():
+        raise ConfigError(
+            f"{name} (={key!r}) is empty: pass the key the LRM's server was started with, or "
+            "leave it out to send none"
+        )
+    if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+        raise ConfigError(
+            f"{name} holds a space, a control or a non-ASCII character (the key is not shown): "
+            "it is sent as an HTTP header; pass the key alone, without quotes or a newline"
+        )

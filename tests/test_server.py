@@ -11,10 +11,8 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +23,9 @@ import httpx
 import openai
 import pytest
 import torch
-import uvicorn
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.tool import tool_call_chunk
-from loopback import free_port
+from loopback import free_port, running
 
 from rankguide_graph.chat import ChatRankGuide
 from rankguide_graph.cli import main
@@ -68,27 +65,6 @@ def demo_cli() -> Iterator[tuple[subprocess.Popen, str]]:
 @pytest.fixture(scope="module", autouse=True)
 def _boot_demo_first(demo_cli):
     """Start the demo subprocess before the other tests (it loads while they run)."""
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a background thread; its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,15 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from rankguide_graph.chat.streaming import ContentStream
 from rankguide_graph.chat.tool_calls import parse_tool_calls, tool_names
@@ -175,6 +183,9 @@ class ChatRankGuide(BaseChatModel):
     """Stop sequences: the answer is cut at the first occurrence of any of them."""
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (callbacks see each chunk)."""
+    lrm_api_key: SecretStr | None = Field(default=None, exclude=True)
+    """Key of a remote LRM's server (``Authorization: Bearer KEY``); ``None`` reads
+    RANKGUIDE_LRM_API_KEY. Kept out of reprs, dumps, traces and callbacks."""
     run_settings: dict[str, Any] = Field(default_factory=dict)
     """Further run settings of :class:`~rankguide_graph.context.RankGuideContext` that have no
     field here, e.g. ``{"device": "cuda", "top_p": 0.95, "lrm_fallback": True,
@@ -197,7 +208,7 @@ class ChatRankGuide(BaseChatModel):
         from rankguide_graph.context import RankGuideContext
 
         known = {f.name for f in fields(RankGuideContext)}
-        own = set(_CONTEXT_FIELDS) | {"max_answer_tokens"}
+        own = set(_CONTEXT_FIELDS) | {"max_answer_tokens", "lrm_api_key"}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(
@@ -251,10 +262,17 @@ class ChatRankGuide(BaseChatModel):
         settings.update(self.run_settings)
         settings.update({name: getattr(self, name) for name in _CONTEXT_FIELDS})
         settings["max_answer_tokens"] = self.max_tokens
+        if self.lrm_api_key is not None:
+            settings["lrm_api_key"] = self.lrm_api_key.get_secret_value()
         settings.update(overrides)
         return RankGuideContext(**settings)
 
     # -- LangChain plumbing ---------------------------------------------------------------------
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """Secret fields and their environment variables (LangChain's serialisation skips them)."""
+        return {"lrm_api_key": "RANKGUIDE_LRM_API_KEY"}
+
     @property
     def _llm_type(self) -> str:
         return "rankguide"

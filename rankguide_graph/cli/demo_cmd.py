@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--question", default=None, help="your own question instead")
     parser.add_argument("--policy", default="rankguide", help="routing policy (default rankguide)")
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours")
-    add_context_options(parser, skip=("srm", "lrm", "policy"))
+    add_context_options(parser, skip=("srm", "lrm", "policy", "lrm_api_key"))  # no remote LRM
     parser.set_defaults(handler=run)
 
 

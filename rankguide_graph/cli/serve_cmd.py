@@ -35,7 +35,11 @@ def register(commands: Any) -> None:
         "/health.",
     )
     parser.add_argument("--srm", default=None, help="small reasoning model: directory or hub id")
-    parser.add_argument("--lrm", default=None, help="large reasoning model: directory or hub id")
+    parser.add_argument(
+        "--lrm",
+        default=None,
+        help="large reasoning model: directory, hub id, or http://host:port/v1#model (a server)",
+    )
     parser.add_argument(
         "--model",
         default=None,
