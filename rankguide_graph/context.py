@@ -14,6 +14,7 @@ thinking budget).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -22,6 +23,8 @@ from rankguide_graph.policies.rankguide import RankGuideThresholds
 from rankguide_graph.policies.validation import check_int, check_number
 
 AnswerModel = Literal["srm", "lrm"]
+MAX_SEED = 2**63 - 1
+"""Largest seed a sampler takes (a signed 64-bit integer)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +125,19 @@ class RankGuideContext:
     the environment variable RANKGUIDE_LRM_API_KEY (unset: no key), which is safer than a
     command line other users can see. Never logged, traced or checkpointed, nor in the repr."""
 
+    def __new__(cls, *args: object, **kwargs: object) -> RankGuideContext:
+        """Refuse unknown setting names, listing the known ones (a dict context lands here)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown run setting(s) {', '.join(map(repr, unknown))}{guess}: the settings "
+                f"of RankGuideContext are {', '.join(names)}"
+            )
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         self.thresholds  # noqa: B018 - validates t_r1, t_r2, t_e, window
         check_number("eps", self.eps, minimum=1e-6, maximum=1.0)
@@ -158,6 +174,8 @@ class RankGuideContext:
             raise ConfigError(f"compile (={self.compile!r}) must be True or False")
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
+            if self.seed > MAX_SEED:
+                raise ConfigError(f"seed (={self.seed}) must be at most 2**63 - 1 (={MAX_SEED})")
         for name in ("srm", "lrm", "steering_vector", "step_scorer", "policy"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
