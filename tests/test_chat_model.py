@@ -135,7 +135,7 @@ def test_invoke_returns_the_graphs_answer_usage_and_routing(pair, reference, tok
     }
     metadata = message.response_metadata
     assert metadata["model_name"] == "srm+lrm"
-    length = totals["answer_stop_reason"] in ("max_step_tokens", "context_full")
+    length = totals["answer_stop_reason"] in ("max_answer_tokens", "context_full")
     assert metadata["finish_reason"] == ("length" if length else "stop")
     assert length == (totals["answer_tokens"] == BUDGET["max_tokens"])
     routing = metadata["routing"]

@@ -274,3 +274,10 @@ def test_trim_with_a_process_reward_model_scores_each_draft_with_it(graph, pair,
         assert draft["accepted"] == (expected >= 0.5) == (s["model"] == "srm")
         kept.append(s["text"])
     assert len(out["steps"]) >= 3
+
+
+def test_an_answer_cut_at_its_budget_says_max_answer_tokens(graph, pair):
+    out = _run(graph, pair, "srm-only", max_answer_tokens=1)
+    totals = out["totals"]
+    assert totals["answer_tokens"] == 1
+    assert totals["answer_stop_reason"] == "max_answer_tokens"  # not the step cap's name

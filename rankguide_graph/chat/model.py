@@ -53,8 +53,9 @@ _CONTEXT_FIELDS = (
     "temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens", "compile",
 )  # fmt: skip
 """Fields passed to :class:`RankGuideContext` under the same name (``max_tokens`` is renamed)."""
-_LENGTH_STOPS = ("max_step_tokens", "context_full")
-"""Answer stop reasons that mean the answer was cut at its token budget."""
+_LENGTH_STOPS = ("max_answer_tokens", "max_step_tokens", "context_full")
+"""Answer stop reasons that mean the answer was cut at its token budget (``max_step_tokens``:
+what checkpoints written before ``max_answer_tokens`` was reported say)."""
 
 
 class ChatRankGuide(BaseChatModel):
