@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -651,3 +652,24 @@ def test_a_tool_message_that_answers_no_call_is_a_400(base_url):
     error = response.json()["error"]
     assert error["param"] == "messages"
     assert "messages[1] is a tool result (tool_call_id='c9')" in error["message"]
+
+
+def test_serve_on_a_busy_port_fails_before_loading_and_prints_no_banner(model_dirs, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    from rankguide_graph import session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a busy port must be found before any model loads")
+
+    monkeypatch.setattr(session, "load_causal_lm", refuse)
+    pair = model_dirs["llama"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["serve", "--srm", str(pair["srm"]), "--lrm", str(pair["lrm"]), "--port", str(port)]
+        assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "serving on" banner
+    assert f"--port {port} on 127.0.0.1 is already in use" in captured.err
+    assert captured.err.count("\n") == 1
