@@ -73,9 +73,7 @@ def _local_parent(name: str) -> Path | None:
 def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
     """Return ``(source, local_files_only)`` for ``name`` or raise a fast, explicit error."""
     if _is_local(name):
-        directory = Path(name).expanduser()
-        check_model_directory(directory, name)
-        return str(directory), True
+        return str(Path(name).expanduser()), True
     if _looks_like_path(name):
         raise ModelLoadError(
             f"model path (={name!r}) is not a directory: pass a directory written by "
@@ -111,13 +109,13 @@ def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
     return name, False
 
 
-def check_model_directory(directory: Path, name: str) -> None:
+def check_model_directory(directory: Path, name: str, kind: str = "a causal LM") -> None:
     """Refuse a local directory with no ``config.json`` or a damaged safetensors file."""
     if not (directory / "config.json").is_file():
         found = sorted(p.name for p in directory.iterdir())[:5]
         holds = f"it holds {found}" if found else "it is empty"
         raise ModelLoadError(
-            f"could not load a causal LM from {name!r}: the directory has no config.json ("
+            f"could not load {kind} from {name!r}: the directory has no config.json ("
             f"{holds}): pass a directory written by `save_pretrained` (config.json, weights, "
             "tokenizer)"
         )
@@ -179,6 +177,8 @@ def load_causal_lm(
     """
     name = os.fspath(name_or_path)
     source, local_only = resolve_source(name, hub_timeout_s)
+    if Path(source).is_dir():
+        check_model_directory(Path(source), name)
     resolved_device = resolve_device(device) if device_map is None else None
     weight_dtype = resolve_dtype(dtype, resolved_device or torch.device("cuda"))
     try:
