@@ -14,7 +14,8 @@ thinking budget).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from rankguide_graph.errors import ConfigError
@@ -22,6 +23,8 @@ from rankguide_graph.policies.rankguide import RankGuideThresholds
 from rankguide_graph.policies.validation import check_int, check_number
 
 AnswerModel = Literal["srm", "lrm"]
+MAX_SEED = 2**63 - 1
+"""Largest seed a sampler takes (a signed 64-bit integer)."""
 
 RUN_DEFINING = (
     "srm",
@@ -55,10 +58,11 @@ RUN_DEFINING = (
 budgets): a checkpoint records their values (:meth:`RankGuideContext.fingerprint`) and a resume
 under other values is refused. Secrets never go here."""
 RUN_INDEPENDENT = frozenset(
-    {"device", "dtype", "compile", "lrm_timeout_s", "lrm_retries", "lrm_fallback"}
+    {"device", "dtype", "compile", "lrm_timeout_s", "lrm_retries", "lrm_fallback", "lrm_api_key"}
 )
 """Fields that decide only where and how a run is computed, or how a remote LRM is reached: not
-recorded, free to change on resume (a run checkpointed on a GPU may go on on a CPU)."""
+recorded, free to change on resume (a run checkpointed on a GPU may go on on a CPU). The LRM's
+API key is a secret besides: it is never recorded anywhere."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +158,23 @@ class RankGuideContext:
     """When the remote LRM still fails after the retries: ``False`` raises
     :class:`~rankguide_graph.backend.remote.RemoteLRMError`; ``True`` lets the SRM write that
     step (or the answer), recorded in the trace as the rule ``lrm_unavailable``."""
+    lrm_api_key: str | None = field(default=None, repr=False, metadata={"secret": True})
+    """Key of the remote LRM's server, sent as ``Authorization: Bearer KEY``; ``None`` reads
+    the environment variable RANKGUIDE_LRM_API_KEY (unset: no key), which is safer than a
+    command line other users can see. Never logged, traced or checkpointed, nor in the repr."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> RankGuideContext:
+        """Refuse unknown setting names, listing the known ones (a dict context lands here)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown run setting(s) {', '.join(map(repr, unknown))}{guess}: the settings "
+                f"of RankGuideContext are {', '.join(names)}"
+            )
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         self.thresholds  # noqa: B018 - validates t_r1, t_r2, t_e, window
@@ -180,6 +201,7 @@ class RankGuideContext:
                 f"answer_stop (={self.answer_stop!r}) must be a list of non-empty strings, "
                 "e.g. ['\\nObservation:']"
             )
+        check_api_key("lrm_api_key", self.lrm_api_key)
         check_number("lrm_timeout_s", self.lrm_timeout_s, minimum=1e-3)
         check_int("lrm_retries", self.lrm_retries, minimum=0)
         check_number("temperature", self.temperature, minimum=0.0)
@@ -190,6 +212,8 @@ class RankGuideContext:
             raise ConfigError(f"compile (={self.compile!r}) must be True or False")
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
+            if self.seed > MAX_SEED:
+                raise ConfigError(f"seed (={self.seed}) must be at most 2**63 - 1 (={MAX_SEED})")
         for name in ("srm", "lrm", "steering_vector", "step_scorer", "policy"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -221,6 +245,13 @@ class RankGuideContext:
                 "settings"
             )
 
+    def public_settings(self) -> dict[str, object]:
+        """Every setting except the secrets (the LRM's API key).
+
+        What may be logged, recorded beside results or stored with a checkpoint.
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("secret")}
+
     @property
     def thresholds(self) -> RankGuideThresholds:
         """The Eq. 4 / Eq. 5 thresholds as one validated record."""
@@ -230,3 +261,21 @@ class RankGuideContext:
 def _plain(value: Any) -> Any:
     """``value`` as checkpoints store it (a tuple of stop strings as a list)."""
     return list(value) if isinstance(value, tuple) else value
+
+
+def check_api_key(name: str, key: str | None) -> None:
+    """Refuse a key that cannot go in an HTTP header (the message never shows the key)."""
+    if key is None:
+        return
+    if not isinstance(key, str):
+        raise ConfigError(f"{name} must be a string, not {type(key).__name__}")
+    if not key.strip():
+        raise ConfigError(
+            f"{name} (={key!r}) is empty: pass the key the LRM's server was started with, or "
+            "leave it out to send none"
+        )
+    if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+        raise ConfigError(
+            f"{name} holds a space, a control or a non-ASCII character (the key is not shown): "
+            "it is sent as an HTTP header; pass the key alone, without quotes or a newline"
+        )

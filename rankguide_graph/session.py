@@ -49,6 +49,7 @@ from rankguide_graph.backend.remote import (
     RemoteRunner,
     RetryPolicy,
     is_remote,
+    resolve_api_key,
 )
 from rankguide_graph.backend.scheduler import BatchScheduler
 from rankguide_graph.context import RankGuideContext
@@ -144,8 +145,10 @@ class ModelPool:
                 "RankGuideContext(srm=PATH, lrm=PATH) (or --srm/--lrm on the command line)"
             )
         key: tuple[object, ...] = (context.srm, context.lrm, context.device, context.dtype)
+        api_key = None
         if is_remote(context.lrm):
-            key += (context.lrm_timeout_s, context.lrm_retries)
+            api_key = resolve_api_key(context.lrm_api_key)
+            key += (context.lrm_timeout_s, context.lrm_retries, api_key)
         with self._lock:
             found = self._pairs.get(key)
         if found is not None:
@@ -155,7 +158,7 @@ class ModelPool:
         if is_remote(context.lrm):
             # The server's model is taken to share the SRM's tokenizer (ids travel as they are).
             retry = RetryPolicy(timeout_s=context.lrm_timeout_s, retries=context.lrm_retries)
-            lrm = RemoteModel.connect(context.lrm, srm.tokenizer, retry)
+            lrm = RemoteModel.connect(context.lrm, srm.tokenizer, retry, api_key)
         else:
             lrm = self.load(context.lrm, device=context.device, dtype=context.dtype)
             check_same_tokenizer(srm, lrm)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -360,3 +361,57 @@ def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair):
     assert slots.lengths == [
         len(h) + len(i.tokens) for h, i in zip(history, inputs(rows), strict=True)
     ]
+
+
+# -- the chat model's async side -----------------------------------------------------------------
+
+
+def test_abatch_and_astream_run_on_their_own_threads_and_equal_the_sync_answers(pair):
+    import asyncio
+
+    from rankguide_graph.chat import ChatRankGuide
+
+    chat = ChatRankGuide(
+        srm=pair["srm"], lrm=pair["lrm"], max_steps=3, max_step_tokens=16, max_tokens=8
+    )
+    questions = [f"Add {i} and {2 * i + 1}." for i in range(10)]
+    expected = [m.content for m in chat.batch(questions, config={"max_concurrency": 1})]
+    schedulers = [POOL.scheduler(POOL.load(pair[role])) for role in ("srm", "lrm")]
+    for s in schedulers:
+        s.slots.peak_rows = 0
+
+    async def both():
+        answers = await chat.abatch(questions)
+        streamed = []
+        async for chunk in chat.astream(questions[3]):
+            streamed.append(chunk.content)
+        return answers, "".join(streamed)
+
+    answers, streamed = asyncio.run(both())
+    assert [m.content for m in answers] == expected
+    assert streamed == expected[3]
+    # more runs at once than the loop's default executor has threads (6 on 2 CPUs)
+    assert max(s.slots.peak_rows for s in schedulers) > 6
+    assert len(SESSIONS) == 0
+
+
+def test_a_consumer_that_stops_an_async_stream_frees_the_run(pair):
+    import asyncio
+
+    from rankguide_graph.chat import ChatRankGuide
+
+    chat = ChatRankGuide(
+        srm=pair["srm"], lrm=pair["lrm"], max_steps=6, max_step_tokens=16, reasoning=True
+    )
+
+    async def first_chunk():
+        stream = chat.astream("Add 5 and 9.")
+        async for chunk in stream:
+            await stream.aclose()
+            return chunk
+
+    assert asyncio.run(first_chunk()) is not None
+    deadline = time.monotonic() + 10
+    while len(SESSIONS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(SESSIONS) == 0  # the run stopped and its rows went back

@@ -30,6 +30,7 @@ from rankguide_graph.steering import (
     load_steering_vector,
     read_metadata,
     save_calibration,
+    save_steering_vector,
 )
 from rankguide_graph.steering.traces import TraceBudget, record_trace, record_traces
 
@@ -197,6 +198,21 @@ def test_calibration_file_round_trip_with_sidecar(tmp_path):
     assert json.loads(sidecar.read_text()) == {**meta, "layer": 2}
     with pytest.raises(ConfigError, match="which"):
         load_steering_vector(path, which="other")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_the_vector_and_its_sidecar_get_the_usual_file_mode(tmp_path, umask, mode):
+    import os
+
+    rankguide, seal = _vectors()
+    old = os.umask(umask)
+    try:
+        path, sidecar = save_calibration(tmp_path / "v.safetensors", rankguide, seal, {})
+        single = save_steering_vector(tmp_path / "one.safetensors", rankguide)
+    finally:
+        os.umask(old)
+    for written in (path, sidecar, single):
+        assert written.stat().st_mode & 0o777 == mode, written.name
 
 
 def test_failed_writes_leave_nothing_behind(tmp_path):

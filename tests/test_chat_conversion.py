@@ -129,3 +129,24 @@ def test_a_call_of_a_tool_that_was_not_offered_is_invalid():
     ((invalid,),) = [parsed.invalid_tool_calls]
     assert invalid["name"] == "rm_rf" and "was not offered" in invalid["error"]
     assert len(parse_tool_calls(text).tool_calls) == 2  # no tools named: every name is kept
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([HumanMessage("hi"), ToolMessage("14", tool_call_id="c1")],
+         r"messages\[1\] is a tool result \(tool_call_id='c1'\) but no assistant turn"),
+        ([HumanMessage("hi"), AIMessage("", tool_calls=[{"name": "add", "args": {}, "id": "c1"}]),
+          ToolMessage("14", tool_call_id="c2")],
+         r"messages\[2\] answers tool call 'c2', which no earlier assistant turn made "
+         r"\(their call ids: \['c1'\]\)"),
+        ([ToolMessage("14", tool_call_id="c1"), HumanMessage("hi"),
+          AIMessage("", tool_calls=[{"name": "add", "args": {}, "id": "c1"}])],
+         r"messages\[0\] is a tool result"),  # the call must come before its result
+    ],
+)  # fmt: skip
+def test_a_tool_message_that_answers_no_call_is_refused(messages, message):
+    from rankguide_graph.errors import PromptError
+
+    with pytest.raises(PromptError, match=message):
+        to_template_messages(messages)

@@ -15,7 +15,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import rankguide_graph
 from rankguide_graph.backend import encode_conversation
@@ -135,7 +135,7 @@ def test_invoke_returns_the_graphs_answer_usage_and_routing(pair, reference, tok
     }
     metadata = message.response_metadata
     assert metadata["model_name"] == "srm+lrm"
-    length = totals["answer_stop_reason"] in ("max_step_tokens", "context_full")
+    length = totals["answer_stop_reason"] in ("max_answer_tokens", "context_full")
     assert metadata["finish_reason"] == ("length" if length else "stop")
     assert length == (totals["answer_tokens"] == BUDGET["max_tokens"])
     routing = metadata["routing"]
@@ -441,3 +441,41 @@ def test_an_empty_question_is_refused(pair, question):
 
     with pytest.raises(PromptError, match="the last user turn is empty"):
         _chat(pair).invoke(question)
+
+
+class _Sum(BaseModel):
+    """A sum."""
+
+    total: int
+
+
+@pytest.mark.parametrize("answer", ['{"total": 3', '{"total": }}</tool_call>'])
+def test_structured_output_reports_an_unfinished_or_bad_call(pair, stub, answer):
+    from langchain_core.exceptions import OutputParserException
+
+    stub(answer)  # cut inside the arguments (the answer budget ran out), or bad JSON
+    out = _chat(pair).with_structured_output(_Sum, include_raw=True).invoke("1 + 2?")
+    assert out["parsed"] is None
+    assert isinstance(out["parsing_error"], OutputParserException)
+    assert "tool call is invalid" in str(out["parsing_error"])
+    assert out["raw"].invalid_tool_calls
+    with pytest.raises(OutputParserException, match="raise max_tokens"):
+        _chat(pair).with_structured_output(_Sum).invoke("1 + 2?")
+    with pytest.raises(OutputParserException, match="tool call is invalid"):
+        _chat(pair).with_structured_output(_Sum.model_json_schema()).invoke("1 + 2?")
+    good = _chat(pair).with_structured_output(_Sum, include_raw=True)
+    stub('{"total": 3}}</tool_call>')
+    assert good.invoke("1 + 2?")["parsed"] == _Sum(total=3)
+    assert good.invoke("1 + 2?")["parsing_error"] is None
+
+
+def test_a_message_that_is_not_valid_unicode_is_refused_naming_it(pair):
+    with pytest.raises(PromptError, match=r"messages\[1\]\['content'\] is not valid Unicode"):
+        _chat(pair).invoke([SystemMessage("Be brief."), HumanMessage("Add \udc80 5.")])
+
+
+def test_a_tool_message_without_its_call_is_refused(pair):
+    from langchain_core.messages import ToolMessage
+
+    with pytest.raises(PromptError, match=r"messages\[1\] is a tool result"):
+        _chat(pair).invoke([HumanMessage("Add 5 and 9."), ToolMessage("14", tool_call_id="c1")])

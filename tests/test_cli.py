@@ -134,3 +134,53 @@ def test_compile_is_a_switch_before_the_question(pair_args, capsys):
     assert parsed().compile is False
     assert main(["run", *pair_args, *SMALL, "--compile", "--json", QUESTION]) == 0
     assert json.loads(capsys.readouterr().out)["steps"]
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    from rankguide_graph import session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the question must be refused before any model loads")
+
+    monkeypatch.setattr(session, "load_causal_lm", refuse)
+
+
+NOT_UTF8 = b"Add 5 and \xff9.".decode("utf-8", "surrogateescape")  # how argv holds such bytes
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [
+        ("", "question (='') is empty"),
+        ("  \n", "question (='  \\n') is empty"),
+        (NOT_UTF8, "question is not valid Unicode text (the character '\\udcff' at position 10"),
+    ],
+)
+def test_a_bad_question_is_refused_before_the_models_load(pair_args, no_loading, capsys,
+                                                          question, message):  # fmt: skip
+    assert main(["run", *pair_args, question]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("rankguide run: error:") and err.count("\n") == 1
+    assert main(["demo", "--question", question]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_question_on_stdin_that_is_not_utf8_is_named(pair_args, no_loading, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Add \xff 9")))
+    assert main(["run", *pair_args, "-"]) == 2
+    assert "not UTF-8 (byte 0xff at offset 4)" in capsys.readouterr().err
+
+
+def test_a_long_question_is_echoed_shortened():
+    import io
+
+    from rankguide_graph.cli.run_cmd import TracePrinter
+
+    out = io.StringIO()
+    TracePrinter(out, colour=False).header("rankguide", "s", "l", "x" * 2**20)
+    text = out.getvalue()
+    assert len(text) < 1000
+    assert "[... 1,048,076 more characters, 1,048,576 in all]" in text

@@ -74,3 +74,29 @@ def test_an_empty_last_user_turn_is_refused(tokenizer, content):
     messages = [{"role": "user", "content": "Add 5 and 9."}, {"role": "assistant", "content": "14"}]
     with pytest.raises(PromptError, match="the last user turn is empty"):
         encode_conversation(tokenizer, [*messages, {"role": "user", "content": content}])
+
+
+def test_text_that_is_not_valid_unicode_is_refused_naming_where(tokenizer):
+    from rankguide_graph.backend import encode_question
+
+    bad = "Add 5 and \ud8009."  # a lone surrogate: what JSON's "\ud800" decodes to
+    with pytest.raises(PromptError, match=r"question is not valid Unicode text \(the character"):
+        encode_question(tokenizer, bad)
+    with pytest.raises(PromptError, match="system is not valid Unicode"):
+        encode_question(tokenizer, "Add 5 and 9.", system=bad)
+    messages = [*CONVERSATION[:3], {"role": "user", "content": bad}]
+    with pytest.raises(PromptError, match=r"messages\[3\]\['content'\] is not valid Unicode"):
+        encode_conversation(tokenizer, messages)
+    with pytest.raises(PromptError, match=r"tools\[0\]\['function'\]\['name'\]"):
+        tools = [{"type": "function", "function": {"name": "d\udc80"}}]
+        encode_conversation(tokenizer, CONVERSATION, tools=tools)
+
+
+def test_the_graph_refuses_a_tool_turn_that_answers_no_call(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "14"}]
+    with pytest.raises(PromptError, match=r"messages\[1\] is a tool result"):
+        encode_conversation(tokenizer, messages)
+    calls = [{"type": "function", "function": {"name": "f", "arguments": {}}}]  # no id: any
+    answered = [messages[0], {"role": "assistant", "content": "", "tool_calls": calls},
+                {"role": "tool", "content": "14", "tool_call_id": "x"}]  # fmt: skip
+    assert encode_conversation(tokenizer, answered)

@@ -309,3 +309,13 @@ def test_a_rollback_does_not_read_a_step_state_twice(llama_pair):
     assert view.step_hidden.shape[0] == 0
     engine.generate_step("lrm")
     assert engine.observe("srm").step_hidden.shape[0] == 1
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1.1e-308, 1e-30])
+def test_a_tiny_temperature_samples_the_best_token_not_nan(temperature):
+    from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
+
+    logits = torch.tensor([1.0, 3.5, -2.0, 3.0])
+    for top_p in (1.0, 0.5):
+        sampler = TokenSampler(SamplingConfig(temperature=temperature, top_p=top_p, seed=0))
+        assert [sampler(logits) for _ in range(5)] == [1] * 5

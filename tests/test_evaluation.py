@@ -222,8 +222,10 @@ def test_eval_writes_results_table_and_plots(pair, dataset, tmp_path, capsys):
         ('{"problem": "x", "answer": "1"}\n', ["--policies", "srm-only,magic"], "'magic'"),
         ('{"problem": "x", "answer": "1"}\n', ["--limit", "0"], "--limit (=0)"),
         ('{"problem": "x", "answer": "1"}\n', ["--t-e", "-1"], "t_e"),
+        ('{"id": "p1", "problem": "x", "answer": "1"}\n\n{"id": "p1", "problem": "y", '
+         '"answer": "2"}\n', [], "set.jsonl:3: id 'p1' is already used by line 1"),
     ],
-)
+)  # fmt: skip
 def test_eval_refuses_bad_input_with_a_clear_message(pair, tmp_path, capsys, content, args,
                                                      message):  # fmt: skip
     dataset = tmp_path / "set.jsonl"

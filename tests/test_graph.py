@@ -236,6 +236,18 @@ def test_a_context_given_as_a_dict_is_coerced(graph, pair):
     assert {s["model"] for s in out["steps"]} == {"lrm"}
 
 
+def test_an_unknown_key_in_a_dict_context_lists_the_valid_ones(graph, pair):
+    context = {"srm": pair["srm"], "lrm": pair["lrm"], "polcy": "lrm-only"}
+    expected = (
+        r"unknown run setting\(s\) 'polcy' \(did you mean 'policy'\?\): the settings of "
+        r"RankGuideContext are srm, lrm, policy, "
+    )
+    with pytest.raises(ConfigError, match=expected):
+        graph.invoke({"question": QUESTION}, context=context)
+    with pytest.raises(ConfigError, match=r"seed \(=\d+\) must be at most 2\*\*63 - 1"):
+        RankGuideContext(srm="a", lrm="b", seed=2**80)
+
+
 def test_trim_with_a_process_reward_model_scores_each_draft_with_it(graph, pair, tmp_path):
     from transformers import LlamaConfig, LlamaForTokenClassification
 
@@ -262,3 +274,10 @@ def test_trim_with_a_process_reward_model_scores_each_draft_with_it(graph, pair,
         assert draft["accepted"] == (expected >= 0.5) == (s["model"] == "srm")
         kept.append(s["text"])
     assert len(out["steps"]) >= 3
+
+
+def test_an_answer_cut_at_its_budget_says_max_answer_tokens(graph, pair):
+    out = _run(graph, pair, "srm-only", max_answer_tokens=1)
+    totals = out["totals"]
+    assert totals["answer_tokens"] == 1
+    assert totals["answer_stop_reason"] == "max_answer_tokens"  # not the step cap's name

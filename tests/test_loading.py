@@ -42,7 +42,7 @@ def test_unreachable_hub_id_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     started = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face Hub|not in the local"):
+    with pytest.raises(ModelLoadError, match="Hugging Face Hub cannot be reached|not in the local"):
         load_causal_lm("rankguide-tests/definitely-not-a-model", hub_timeout_s=3)
     assert time.perf_counter() - started < 10
 
@@ -55,8 +55,56 @@ def test_missing_directory_is_named(tmp_path):
 
 def test_directory_without_a_model_is_a_clear_error(tmp_path):
     build_tokenizer().save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="could not load a causal LM"):
+    with pytest.raises(ModelLoadError, match="could not load a causal LM .* has no config.json"):
         load_causal_lm(tmp_path)
+
+
+def test_an_empty_directory_is_named_not_blamed_on_the_tokenizer(tmp_path):
+    with pytest.raises(ModelLoadError) as raised:
+        load_causal_lm(tmp_path)
+    message = str(raised.value)
+    assert str(tmp_path) in message and "has no config.json (it is empty)" in message
+    assert "sentencepiece" not in message
+
+
+def test_a_mistyped_relative_path_is_not_blamed_on_the_network(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"model path \(='models/srm'\) does not exist"):
+        load_causal_lm("models/srm")
+    assert time.perf_counter() - started < 1  # no hub probe
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(ModelLoadError, match=r"'srm' is not a local directory \(no '.*srm'\)"):
+        load_causal_lm("srm", hub_timeout_s=3)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("weights") / "m", tokenizer=build_tokenizer())
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: data[: len(data) // 2], r"it holds \d+ bytes of the \d+ its header"),
+        (lambda data: bytes(len(data)), "its header claims 0 bytes of metadata"),
+        (lambda data: data[:5], "5 bytes, shorter than a safetensors header"),
+        (lambda data: data[:8] + b"x" * (len(data) - 8), "its header is not JSON"),
+    ],
+    ids=["truncated", "zero-filled", "stub", "garbled"],
+)
+def test_a_damaged_weights_file_is_named(saved_model, tmp_path, damage, reason):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(saved_model, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(ModelLoadError, match=reason) as raised:
+        load_causal_lm(copy)
+    assert f"the weights file {str(weights)!r} is damaged" in str(raised.value)
 
 
 def test_same_tokenizer_pair_is_accepted(llama_pair):

@@ -9,6 +9,7 @@ answers come from a stdlib HTTP server on loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from loopback import free_port
+from loopback import free_port, running
 
 from rankguide_graph.backend.remote import (
     CompletionsClient,
@@ -213,3 +214,100 @@ def test_broken_answers_are_retried_then_reported(broken, mode, cause, hits):
     with pytest.raises(RemoteLRMError, match=cause.replace("{", r"\{")):
         client.complete({"prompt": [1, 2], "max_tokens": 1})
     assert _BrokenServer.hits == hits  # the request was sent that many times
+
+
+SECRET = "sk-lrm-7f3a9c-never-shown"
+
+
+@pytest.fixture(scope="module")
+def keyed_lrm(pair) -> Iterator[str]:
+    """The project's own server as the remote LRM, needing ``Bearer SECRET`` (in-process)."""
+    from rankguide_graph.server import create_app
+
+    chat = ChatRankGuide(srm=str(pair["srm"]), lrm=str(pair["lrm"]), max_tokens=8)
+    with running(create_app(chat, api_key=SECRET)) as url:
+        yield f"{url}/v1#rankguide-lrm"
+
+
+def test_a_remote_lrm_behind_a_key_needs_it_and_names_the_option(pair, keyed_lrm, monkeypatch):
+    from rankguide_graph.backend.remote import API_KEY_ENV
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    with pytest.raises(RemoteLRMError, match=r"HTTP 401 \(no key was sent\): pass .*--lrm-api-key"):
+        POOL.pair(_context(pair, keyed_lrm, "lrm-only"))
+    with pytest.raises(RemoteLRMError, match="the key sent was refused") as raised:
+        POOL.pair(_context(pair, keyed_lrm, "lrm-only", lrm_api_key="wrong"))
+    assert "wrong" not in str(raised.value)
+    monkeypatch.setenv(API_KEY_ENV, " ")
+    with pytest.raises(ConfigError, match=r"\$RANKGUIDE_LRM_API_KEY is set but empty"):
+        POOL.pair(_context(pair, keyed_lrm, "lrm-only"))
+    for bad, message in [("", "is empty"), ("a b", "holds a space"), ("k\n", "control")]:
+        with pytest.raises(ConfigError, match=message):
+            _context(pair, keyed_lrm, "lrm-only", lrm_api_key=bad)
+
+
+def test_the_key_reaches_the_server_and_nothing_else(pair, keyed_lrm, monkeypatch, tmp_path,
+                                                     caplog):  # fmt: skip
+    import logging
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from rankguide_graph.backend.remote import API_KEY_ENV
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    local = build_graph().invoke(
+        {"question": QUESTION}, context=_context(pair, str(pair["lrm"]), "lrm-only")
+    )
+    context = _context(pair, keyed_lrm, "lrm-only", lrm_api_key=SECRET)
+    path = tmp_path / "checkpoints.sqlite"
+    conn = sqlite3.connect(path, check_same_thread=False)
+    graph = build_graph(checkpointer=SqliteSaver(conn))
+    config = {"configurable": {"thread_id": "keyed"}}
+    with caplog.at_level(logging.DEBUG):
+        out = graph.invoke({"question": QUESTION}, config=config, context=context)
+        snapshot = graph.get_state(config)
+    conn.close()
+    assert [s["text"] for s in out["steps"]] == [s["text"] for s in local["steps"]]
+    assert {s["model"] for s in out["steps"]} == {"lrm"}
+    assert SECRET.encode() not in path.read_bytes()  # not in any checkpoint or its metadata
+    assert SECRET not in repr(snapshot)
+    assert SECRET not in caplog.text and caplog.records  # httpx logged its requests, not the key
+    assert SECRET not in repr(context) and "lrm_api_key" not in context.public_settings()
+    assert SECRET not in json.dumps(out, default=str)  # the trace and totals
+    assert SECRET not in repr(POOL.pair(context).lrm)
+
+    monkeypatch.setenv(API_KEY_ENV, SECRET)  # the environment when no key is given
+    from_env = build_graph().invoke(
+        {"question": QUESTION}, context=_context(pair, keyed_lrm, "lrm-only")
+    )
+    assert from_env["answer"] == out["answer"]
+
+
+def test_the_chat_model_and_the_cli_take_the_key_without_showing_it(pair, keyed_lrm, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    from rankguide_graph.backend.remote import API_KEY_ENV
+    from rankguide_graph.cli import build_parser, main
+    from rankguide_graph.cli.serve_cmd import build_chat
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    budget = dict(max_steps=2, max_step_tokens=8, max_tokens=4)
+    chat = ChatRankGuide(
+        srm=str(pair["srm"]), lrm=keyed_lrm, policy="lrm-only", lrm_api_key=SECRET, **budget
+    )
+    assert chat.invoke(QUESTION).response_metadata["routing"]["steps_by_model"]["lrm"] >= 1
+    shown = [repr(chat), str(chat), json.dumps(chat.model_dump(), default=str),
+             json.dumps(chat._get_invocation_params(), default=str)]  # fmt: skip
+    assert not any(SECRET in text for text in shown)
+    with pytest.raises(ValueError, match=r"names \['lrm_api_key'\], which are fields"):
+        ChatRankGuide(srm="a", lrm="b", run_settings={"lrm_api_key": SECRET})
+    args = ["--srm", str(pair["srm"]), "--lrm", keyed_lrm, "--lrm-api-key", SECRET]
+    served = build_chat(build_parser().parse_args(["serve", *args]))
+    assert served.run_context().lrm_api_key == SECRET and served.run_settings == {}
+    small = ["--policy", "lrm-only", "--max-steps", "2", "--max-step-tokens", "8"]
+    assert main(["run", *args, *small, "--json", QUESTION]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["steps"] and SECRET not in captured.out + captured.err
+    assert main(["run", *args[:4], *small, QUESTION]) == 2  # no key: the error names the option
+    err = capsys.readouterr().err
+    assert "--lrm-api-key" in err and err.count("\n") == 1

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -404,6 +405,32 @@ BAD = [
     ("logprobs over 20", COMPLETIONS, {**CMPL, "logprobs": 21}, 400, "logprobs", "invalid_value"),
     ("chat name on completions", COMPLETIONS, {**CMPL, "model": "rankguide"}, 404, "model",
      "model_not_found"),
+    ("seed past 64 bits", CHAT, {**MSG, "seed": 2**80}, 400, "seed", "invalid_value"),
+    ("completion seed past 64 bits", COMPLETIONS, {**CMPL, "seed": 2**80}, 400, "seed",
+     "invalid_value"),
+    ("json_object", CHAT, {**MSG, "response_format": {"type": "json_object"}}, 400,
+     "response_format", "unsupported_parameter"),
+    ("json_schema", CHAT, {**MSG, "response_format": {"type": "json_schema", "json_schema": {
+     "name": "x", "schema": {"type": "object"}}}}, 400, "response_format", "unsupported_parameter"),
+    ("logit_bias", CHAT, {**MSG, "logit_bias": {"5": 10}}, 400, "logit_bias",
+     "unsupported_parameter"),
+    ("frequency_penalty", CHAT, {**MSG, "frequency_penalty": 0.5}, 400, "frequency_penalty",
+     "unsupported_parameter"),
+    ("presence_penalty", COMPLETIONS, {**CMPL, "presence_penalty": 1}, 400, "presence_penalty",
+     "unsupported_parameter"),
+    ("completion logit_bias", COMPLETIONS, {**CMPL, "logit_bias": {"5": 10}}, 400, "logit_bias",
+     "unsupported_parameter"),
+    ("top_logprobs", CHAT, {**MSG, "top_logprobs": 3}, 400, "top_logprobs",
+     "unsupported_parameter"),
+    ("parallel_tool_calls", CHAT, {**MSG, "parallel_tool_calls": False}, 400,
+     "parallel_tool_calls", "unsupported_parameter"),
+    ("required without tools", CHAT, {**MSG, "tool_choice": "required"}, 400, "tool_choice", None),
+    ("lone surrogate", CHAT, json.dumps({**MSG, "messages": [{"role": "user", "content":
+     "hi \ud800"}]}).encode(), 400, "messages.0.content", "invalid_text"),
+    ("lone surrogate prompt", COMPLETIONS, json.dumps({**CMPL, "prompt": "a \udc80"}).encode(),
+     400, "prompt", "invalid_text"),
+    ("lone surrogate model", COMPLETIONS, json.dumps({**CMPL, "model": "x\udc80"}).encode(),
+     404, "model", "model_not_found"),
 ]  # fmt: skip
 
 
@@ -590,3 +617,59 @@ def test_an_empty_last_user_turn_is_refused_with_400(base_url, content):
     )
     assert response.status_code == 400, response.text
     assert "the last user turn is empty" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({**MSG, "response_format": {"type": "text"}, "frequency_penalty": 0}, 200),
+        ({**MSG, "logit_bias": {}, "presence_penalty": 0.0, "user": "me", "metadata": {}}, 200),
+    ],
+)
+def test_neutral_values_of_unimplemented_fields_are_accepted(base_url, body, status):
+    response = httpx.post(base_url + CHAT, json=body)
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+def test_a_body_that_is_not_declared_json_is_a_415_naming_the_content_type(base_url, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(base_url + COMPLETIONS, content=json.dumps(CMPL), headers=headers)
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["param"] == "content-type" and error["code"] == "unsupported_media_type"
+    assert (repr(content_type) if content_type else "missing") in error["message"]
+    assert "must be application/json" in error["message"]
+    charset = {"content-type": "application/json; charset=utf-8"}
+    ok = httpx.post(base_url + COMPLETIONS, content=json.dumps(CMPL), headers=charset)
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_tool_message_that_answers_no_call_is_a_400(base_url):
+    messages = [*USER, {"role": "tool", "tool_call_id": "c9", "content": "14"}]
+    response = httpx.post(base_url + CHAT, json={**MSG, "messages": messages})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages"
+    assert "messages[1] is a tool result (tool_call_id='c9')" in error["message"]
+
+
+def test_serve_on_a_busy_port_fails_before_loading_and_prints_no_banner(model_dirs, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    from rankguide_graph import session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a busy port must be found before any model loads")
+
+    monkeypatch.setattr(session, "load_causal_lm", refuse)
+    pair = model_dirs["llama"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["serve", "--srm", str(pair["srm"]), "--lrm", str(pair["lrm"]), "--port", str(port)]
+        assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "serving on" banner
+    assert f"--port {port} on 127.0.0.1 is already in use" in captured.err
+    assert captured.err.count("\n") == 1

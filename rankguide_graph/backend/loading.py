@@ -8,11 +8,13 @@ for about half a minute). ``trust_remote_code`` stays off unless asked for.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -62,6 +64,12 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
+def _local_parent(name: str) -> Path | None:
+    """The existing local directory a hub-id-shaped ``org/name`` starts in, if any."""
+    first = Path(name).expanduser().parts[:1]
+    return Path(first[0]) if first and Path(first[0]).is_dir() and "/" in name else None
+
+
 def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
     """Return ``(source, local_files_only)`` for ``name`` or raise a fast, explicit error."""
     if _is_local(name):
@@ -76,6 +84,12 @@ def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
     cached = try_to_load_from_cache(name, "config.json")
     if isinstance(cached, str):
         return name, True
+    parent = _local_parent(name)
+    if parent is not None:  # 'models/srm' with a local models/: a mistyped path, not a hub id
+        raise ModelLoadError(
+            f"model path (={name!r}) does not exist ({str(parent)!r} is a local directory, but "
+            f"it has no {Path(name).name!r}): check the path"
+        )
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ModelLoadError(
             f"hub id (={name!r}) is not in the local cache and HF_HUB_OFFLINE is set: download it "
@@ -87,11 +101,59 @@ def resolve_source(name: str, hub_timeout_s: float) -> tuple[str, bool]:
         HfApi().model_info(name, timeout=hub_timeout_s)
     except Exception as err:  # connection refused, DNS failure, 404, gated repo ...
         raise ModelLoadError(
-            f"cannot reach the Hugging Face Hub for {name!r} ({type(err).__name__}: {err}); "
-            "this machine may have no network: pass a local directory written by "
-            "`save_pretrained`, or download the model first"
+            f"{name!r} is not a local directory (no {str(Path(name).absolute())!r}) and the "
+            f"Hugging Face Hub cannot be reached for it ({type(err).__name__}: {err}): check the "
+            "path, or on a machine without network pass a local directory written by "
+            "`save_pretrained` (or download the model first)"
         ) from err
     return name, False
+
+
+def check_model_directory(directory: Path, name: str, kind: str = "a causal LM") -> None:
+    """Refuse a local directory with no ``config.json`` or a damaged safetensors file."""
+    if not (directory / "config.json").is_file():
+        found = sorted(p.name for p in directory.iterdir())[:5]
+        holds = f"it holds {found}" if found else "it is empty"
+        raise ModelLoadError(
+            f"could not load {kind} from {name!r}: the directory has no config.json ("
+            f"{holds}): pass a directory written by `save_pretrained` (config.json, weights, "
+            "tokenizer)"
+        )
+    for weights in sorted(directory.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem is not None:
+            raise ModelLoadError(
+                f"the weights file {str(weights)!r} is damaged ({problem}): it was cut short or "
+                "overwritten; copy or download the model again"
+            )
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's header and length, or ``None`` (headers only)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a safetensors header"
+        length = int.from_bytes(head, "little")
+        if length == 0 or 8 + length > size:
+            return f"its header claims {length} bytes of metadata, the file has {size} bytes"
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    try:
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "its header lists a tensor without data_offsets"
+    if 8 + length + end > size:
+        return f"it holds {size} bytes of the {8 + length + end} its header describes"
+    return None
 
 
 def load_causal_lm(
@@ -115,6 +177,8 @@ def load_causal_lm(
     """
     name = os.fspath(name_or_path)
     source, local_only = resolve_source(name, hub_timeout_s)
+    if Path(source).is_dir():
+        check_model_directory(Path(source), name)
     resolved_device = resolve_device(device) if device_map is None else None
     weight_dtype = resolve_dtype(dtype, resolved_device or torch.device("cuda"))
     try:
@@ -128,7 +192,7 @@ def load_causal_lm(
             local_files_only=local_only,
             trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, SafetensorError) as err:
         raise ModelLoadError(f"could not load a causal LM from {name!r}: {err}") from err
     if resolved_device is not None:
         model.to(resolved_device)  # type: ignore[arg-type]  # transformers' stub is too narrow

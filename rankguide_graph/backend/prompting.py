@@ -23,11 +23,9 @@ def encode_question(
     system: str | None = None,
     use_chat_template: bool = True,
 ) -> list[int]:
-    """Encode ``question`` as a prompt; empty or whitespace-only questions are refused."""
-    if not isinstance(question, str):
-        raise PromptError(f"question (={question!r}) must be a string")
-    if not question.strip():
-        raise PromptError(f"question (={question!r}) is empty: pass the problem text to solve")
+    """Encode ``question`` as a prompt; empty, whitespace-only or non-Unicode text is refused."""
+    check_question(question)
+    check_text("system", system)
     if use_chat_template and tokenizer.chat_template:
         messages = [{"role": "user", "content": question}]
         if system:
@@ -71,6 +69,9 @@ def encode_conversation(
             f"the last user turn is empty (content={messages[-1].get('content')!r}): pass the "
             "question to answer"
         )
+    check_tool_turns(messages)
+    check_text("messages", [dict(m) for m in messages])
+    check_text("tools", [dict(t) for t in tools] if tools else None)
     encoded: Any = tokenizer.apply_chat_template(
         [dict(m) for m in messages],
         tools=[dict(t) for t in tools] if tools else None,
@@ -80,6 +81,89 @@ def encode_conversation(
     if hasattr(encoded, "keys"):
         encoded = encoded["input_ids"]
     return [int(t) for t in encoded]
+
+
+def check_tool_turns(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a tool turn that answers no tool call of an earlier assistant turn.
+
+    A tool result must follow the assistant turn that called the tool, and its
+    ``tool_call_id`` must be one of that turn's call ids (when the calls carry ids).
+    """
+    called: set[str] = set()
+    unnamed = False  # an earlier call without an id: any tool turn may answer it
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                call_id = call.get("id") if isinstance(call, Mapping) else None
+                if call_id:
+                    called.add(str(call_id))
+                else:
+                    unnamed = True
+        elif role == "tool":
+            answered = message.get("tool_call_id")
+            if not called and not unnamed:
+                raise PromptError(
+                    f"messages[{i}] is a tool result (tool_call_id={answered!r}) but no "
+                    "assistant turn before it calls a tool: put the assistant message with that "
+                    "tool call before it, or send the result as a user message"
+                )
+            if answered and str(answered) not in called and not unnamed:
+                raise PromptError(
+                    f"messages[{i}] answers tool call {answered!r}, which no earlier assistant "
+                    f"turn made (their call ids: {sorted(called)}): set its tool_call_id to the "
+                    "id of the call it answers"
+                )
+
+
+def check_question(question: Any) -> None:
+    """Refuse a question that is not a string, is empty, or is not valid Unicode."""
+    if not isinstance(question, str):
+        raise PromptError(f"question (={question!r}) must be a string")
+    if not question.strip():
+        raise PromptError(f"question (={question!r}) is empty: pass the problem text to solve")
+    check_text("question", question)
+
+
+def check_text(name: str, value: Any) -> None:
+    """Refuse text that no tokenizer takes: a lone surrogate anywhere in ``value``.
+
+    Python holds such text when bytes that are not UTF-8 were decoded with ``surrogateescape``
+    (a command-line argument in a non-UTF-8 locale) or when JSON carried ``"\\ud800"``.
+    """
+    found = _invalid_text(value, name)
+    if found is None:
+        return
+    path, text, position = found
+    start = max(0, position - 20)
+    shown = text[start : position + 20]
+    raise PromptError(
+        f"{path} is not valid Unicode text (the character {text[position]!r} at position "
+        f"{position}, in {shown!r}): pass UTF-8 text (on the command line, check the terminal's "
+        "encoding, e.g. LANG=C.UTF-8)"
+    )
+
+
+def _invalid_text(value: Any, path: str) -> tuple[str, str, int] | None:
+    """``(path, string, position)`` of the first string in ``value`` that is not UTF-8-able."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return path, value, err.start
+        return None
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        here = f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"
+        found = _invalid_text(key, here) or _invalid_text(item, here)
+        if found:
+            return found
+    return None
 
 
 def _text_of(content: Any) -> str:

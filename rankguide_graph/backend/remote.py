@@ -21,12 +21,15 @@ on other GPUs behind a server, named ``http://host:port/v1#model-name``.
 
 Connection errors, timeouts, 5xx answers and malformed JSON are retried with exponential
 backoff; after the last try a :class:`RemoteLRMError` names the server, the request and the
-cause. (The graph can instead hand the step to the SRM: ``lrm_fallback``.)
+cause. (The graph can instead hand the step to the SRM: ``lrm_fallback``.) A server that needs
+a key gets ``Authorization: Bearer KEY`` (``lrm_api_key``, else ``$RANKGUIDE_LRM_API_KEY``); the
+key is never put in a message, a repr or a log.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,14 +91,39 @@ class RetryPolicy:
     """Wait before the first retry; doubled after each."""
 
 
+API_KEY_ENV = "RANKGUIDE_LRM_API_KEY"
+"""The environment variable a remote LRM's API key is read from when none is given."""
+
+
+def resolve_api_key(given: str | None) -> str | None:
+    """The key to send: ``given``, else :data:`API_KEY_ENV`'s value, else ``None``."""
+    if given is not None:
+        return given
+    from_env = os.environ.get(API_KEY_ENV)
+    if from_env is not None and not from_env.strip():
+        raise ConfigError(
+            f"${API_KEY_ENV} is set but empty: set it to the LRM server's key, or unset it to "
+            "send none"
+        )
+    return from_env
+
+
 class CompletionsClient:
     """``POST /completions`` and ``GET /models`` with retries; one per remote model."""
 
-    def __init__(self, spec: RemoteSpec, retry: RetryPolicy) -> None:
-        """Open a connection pool to ``spec.base_url``."""
+    def __init__(self, spec: RemoteSpec, retry: RetryPolicy, api_key: str | None = None) -> None:
+        """Open a connection pool to ``spec.base_url`` (``api_key`` goes in every request)."""
         self.spec = spec
         self.retry = retry
-        self._http = httpx.Client(base_url=spec.base_url + "/", timeout=retry.timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=spec.base_url + "/", timeout=retry.timeout_s, headers=headers
+        )
+        self._keyed = bool(api_key)
+
+    def __repr__(self) -> str:
+        """The server, never the key."""
+        return f"CompletionsClient({self.spec.base_url!r}, keyed={self._keyed})"
 
     def models(self) -> list[dict[str, Any]]:
         """The server's model list (``data`` of ``GET /models``)."""
@@ -134,6 +162,12 @@ class CompletionsClient:
             if response.status_code >= 500:
                 cause = f"HTTP {response.status_code}: {_clip(response.text)}"
                 continue
+            if response.status_code in (401, 403):
+                sent = "the key sent was refused" if self._keyed else "no key was sent"
+                raise RemoteLRMError(
+                    f"{method} {url} was refused with HTTP {response.status_code} ({sent}): "
+                    f"pass the server's key with --lrm-api-key (lrm_api_key) or ${API_KEY_ENV}"
+                )
             if response.status_code >= 400:
                 raise RemoteLRMError(
                     f"{method} {url} was refused with HTTP {response.status_code}: "
@@ -172,11 +206,18 @@ class RemoteModel:
 
     @classmethod
     def connect(
-        cls, name: str, tokenizer: PreTrainedTokenizerBase, retry: RetryPolicy | None = None
+        cls,
+        name: str,
+        tokenizer: PreTrainedTokenizerBase,
+        retry: RetryPolicy | None = None,
+        api_key: str | None = None,
     ) -> RemoteModel:
-        """Reach the server named by ``name`` and check it serves the model."""
+        """Reach the server named by ``name`` and check it serves the model.
+
+        ``api_key`` (``None``: :data:`API_KEY_ENV`, else none) is sent with every request.
+        """
         spec = RemoteSpec.parse(name)
-        client = CompletionsClient(spec, retry or RetryPolicy())
+        client = CompletionsClient(spec, retry or RetryPolicy(), resolve_api_key(api_key))
         served = {str(m.get("id")): m for m in client.models() if isinstance(m, dict)}
         model = spec.model
         if model is None:
@@ -396,6 +437,7 @@ def _clip(value: object, limit: int = 300) -> str:
 
 
 __all__ = [
+    "API_KEY_ENV",
     "CompletionsClient",
     "RemoteLRMError",
     "RemoteModel",

@@ -12,6 +12,9 @@ import torch
 
 from rankguide_graph.errors import ConfigError
 
+MIN_TEMPERATURE = 1e-6
+"""Sampling temperatures below this are taken as this (practically greedy, still sampled)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingConfig:
@@ -61,7 +64,10 @@ class TokenSampler:
         cfg = self.config
         if cfg.greedy:
             return int(torch.argmax(logits))
-        scores = logits.float().cpu() / cfg.temperature  # (V,)
+        scores = logits.float().cpu()  # (V,)
+        # The best score shifted to 0 and a floor on the temperature: a tiny one (5e-324 is 0 in
+        # float32) would otherwise turn the scores into inf and nan.
+        scores = (scores - scores.max()) / max(cfg.temperature, MIN_TEMPERATURE)
         if cfg.top_k:
             kth = torch.topk(scores, min(cfg.top_k, scores.numel())).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))

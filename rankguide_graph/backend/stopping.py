@@ -34,6 +34,9 @@ class StopReason(StrEnum):
     CONTEXT_FULL = "context_full"
     STOP_SEQUENCE = "stop_sequence"
     """A caller's stop string appeared in the text (answers only)."""
+    MAX_ANSWER_TOKENS = "max_answer_tokens"
+    """The answer reached ``max_answer_tokens`` (answers only; a step's cap is
+    ``max_step_tokens``)."""
 
 
 # Decoding every id of a 152k vocabulary takes about a second: do it once per tokenizer object.

@@ -6,7 +6,8 @@ turns. An AI message's tool calls become the template's ``tool_calls`` list
 Qwen/Hermes templates expect); a tool message keeps its ``tool_call_id`` and tool name. Content
 may be a string or a list of text blocks (an AI message's tool-use blocks, which restate its
 tool calls, are dropped); any other block type (images, audio) is refused with
-a ``ValueError`` naming it, since the reasoning models here read text only.
+a ``ValueError`` naming it, since the reasoning models here read text only. A tool message
+that answers no tool call of an earlier AI message is refused (``PromptError``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+
+from rankguide_graph.backend.prompting import check_tool_turns
 
 _ROLES = {"system", "user", "assistant", "tool"}
 
@@ -101,4 +104,5 @@ def to_template_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]
             if message.name:
                 turn["name"] = message.name
         converted.append(turn)
+    check_tool_turns(converted)
     return converted

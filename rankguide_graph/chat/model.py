@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -26,8 +26,17 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
+from rankguide_graph.chat.async_runs import iterate_in_thread, run_in_thread
 from rankguide_graph.chat.streaming import ContentStream
 from rankguide_graph.chat.tool_calls import parse_tool_calls, tool_names
 from rankguide_graph.errors import RankGuideError
@@ -45,8 +54,9 @@ _CONTEXT_FIELDS = (
     "temperature", "seed", "max_steps", "max_step_tokens", "max_thinking_tokens", "compile",
 )  # fmt: skip
 """Fields passed to :class:`RankGuideContext` under the same name (``max_tokens`` is renamed)."""
-_LENGTH_STOPS = ("max_step_tokens", "context_full")
-"""Answer stop reasons that mean the answer was cut at its token budget."""
+_LENGTH_STOPS = ("max_answer_tokens", "max_step_tokens", "context_full")
+"""Answer stop reasons that mean the answer was cut at its token budget (``max_step_tokens``:
+what checkpoints written before ``max_answer_tokens`` was reported say)."""
 
 
 class ChatRankGuide(BaseChatModel):
@@ -175,6 +185,9 @@ class ChatRankGuide(BaseChatModel):
     """Stop sequences: the answer is cut at the first occurrence of any of them."""
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (callbacks see each chunk)."""
+    lrm_api_key: SecretStr | None = Field(default=None, exclude=True)
+    """Key of a remote LRM's server (``Authorization: Bearer KEY``); ``None`` reads
+    RANKGUIDE_LRM_API_KEY. Kept out of reprs, dumps, traces and callbacks."""
     run_settings: dict[str, Any] = Field(default_factory=dict)
     """Further run settings of :class:`~rankguide_graph.context.RankGuideContext` that have no
     field here, e.g. ``{"device": "cuda", "top_p": 0.95, "lrm_fallback": True,
@@ -197,7 +210,7 @@ class ChatRankGuide(BaseChatModel):
         from rankguide_graph.context import RankGuideContext
 
         known = {f.name for f in fields(RankGuideContext)}
-        own = set(_CONTEXT_FIELDS) | {"max_answer_tokens"}
+        own = set(_CONTEXT_FIELDS) | {"max_answer_tokens", "lrm_api_key"}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(
@@ -251,10 +264,17 @@ class ChatRankGuide(BaseChatModel):
         settings.update(self.run_settings)
         settings.update({name: getattr(self, name) for name in _CONTEXT_FIELDS})
         settings["max_answer_tokens"] = self.max_tokens
+        if self.lrm_api_key is not None:
+            settings["lrm_api_key"] = self.lrm_api_key.get_secret_value()
         settings.update(overrides)
         return RankGuideContext(**settings)
 
     # -- LangChain plumbing ---------------------------------------------------------------------
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """Secret fields and their environment variables (LangChain's serialisation skips them)."""
+        return {"lrm_api_key": "RANKGUIDE_LRM_API_KEY"}
+
     @property
     def _llm_type(self) -> str:
         return "rankguide"
@@ -310,6 +330,31 @@ class ChatRankGuide(BaseChatModel):
         formatted = [convert_to_openai_tool(t) for t in tools]
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """The answer as ``schema``, through a forced tool call (LangChain's signature).
+
+        A call the model left unfinished or malformed is an ``OutputParserException``: raised
+        with ``include_raw=False``, in ``parsing_error`` with ``include_raw=True`` (LangChain's
+        default parser would return ``parsed=None`` and no error).
+        """
+        from rankguide_graph.chat.structured import structured_output
+
+        kwargs.pop("method", None)
+        kwargs.pop("strict", None)
+        if kwargs:
+            raise ValueError(f"with_structured_output got unsupported arguments {kwargs}")
+        llm = self.bind_tools(
+            [schema],
+            tool_choice="any",
+            ls_structured_output_format={
+                "kwargs": {"method": "function_calling"},
+                "schema": schema,
+            },
+        )
+        return structured_output(llm, schema, include_raw=include_raw)
+
     # -- generation -----------------------------------------------------------------------------
     def _generate(
         self,
@@ -331,6 +376,29 @@ class ChatRankGuide(BaseChatModel):
         if tools:
             _attach_tool_calls(message, tool_names(tools))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # A thread per run (not the loop's few default ones): concurrent runs batch their passes.
+        return await run_in_thread(lambda: self._generate(messages, stop, None, **kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        chunks = iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs))
+        async for chunk in chunks:
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     def _stream(
         self,

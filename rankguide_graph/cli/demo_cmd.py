@@ -28,12 +28,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--question", default=None, help="your own question instead")
     parser.add_argument("--policy", default="rankguide", help="routing policy (default rankguide)")
     parser.add_argument("--no-color", action="store_true", help="no ANSI colours")
-    add_context_options(parser, skip=("srm", "lrm", "policy"))
+    add_context_options(parser, skip=("srm", "lrm", "policy", "lrm_api_key"))  # no remote LRM
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Solve the problems and print them."""
+    from rankguide_graph.backend.prompting import check_question
     from rankguide_graph.demo.pair import demo_context, demo_problems
     from rankguide_graph.errors import ConfigError
     from rankguide_graph.evaluation import is_correct
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.problems < 1:
         raise ConfigError(f"--problems (={args.problems}) must be >= 1")
+    if args.question is not None:
+        check_question(args.question)  # refused before the pair loads
     context = demo_context(**context_settings(args))
     questions: list[tuple[str, str | None]]
     if args.question is not None:

@@ -14,6 +14,7 @@ import sys
 from typing import Any, TextIO, cast
 
 from rankguide_graph.cli.options import add_context_options, context_from_args
+from rankguide_graph.errors import PromptError
 
 COLOURS = {"srm": "\033[36m", "lrm": "\033[35m", "dim": "\033[2m", "bold": "\033[1m"}
 RESET = "\033[0m"
@@ -44,10 +45,13 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the graph on the question and print it."""
+    from rankguide_graph.backend.prompting import check_question, check_text
     from rankguide_graph.graph import build_graph
     from rankguide_graph.state import ReasoningInput
 
-    question = sys.stdin.read() if args.question == "-" else args.question
+    question = read_stdin() if args.question == "-" else args.question
+    check_question(question)  # an empty or broken question fails before any model loads
+    check_text("--system", args.system)
     context = context_from_args(args)  # bad settings fail here, before any model loads
     graph = build_graph()
     inputs = ReasoningInput(question=question, system=args.system)
@@ -68,6 +72,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+ECHOED_CHARS = 500
+"""Characters of the question echoed in the trace's header (a longer one is cut there)."""
+
+
+def read_stdin() -> str:
+    """The question from standard input, which must be UTF-8 (an error names the byte)."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptError(
+            f"the question on standard input is not UTF-8 (byte {data[err.start]:#04x} at "
+            f"offset {err.start}): convert it, e.g. with iconv -t UTF-8"
+        ) from None
+
+
+def shorten(text: str, limit: int = ECHOED_CHARS) -> str:
+    """``text`` for a terminal: at most ``limit`` characters, saying how long it was."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} [... {len(text) - limit:,} more characters, {len(text):,} in all]"
+
+
 def _use_colour(disabled: bool) -> bool:
     return not disabled and "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
@@ -86,7 +114,7 @@ class TracePrinter:
     def header(self, policy: str, srm: str, lrm: str, question: str) -> None:
         """Who is running what."""
         print(self._c("bold", f"policy {policy}"), f"· SRM {srm} · LRM {lrm}", file=self.out)
-        print(f"Question: {question.strip()}\n", file=self.out)
+        print(f"Question: {shorten(question)}\n", file=self.out)
 
     def event(self, event: dict) -> None:
         """Print one custom stream event."""

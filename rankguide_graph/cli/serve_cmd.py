@@ -6,13 +6,17 @@
 Serves ``/v1/chat/completions`` (a RankGuide run; the pair is named ``--model NAME``, by default
 ``rankguide``, or ``demo``), ``/v1/completions`` (plain continuation by ``NAME-srm`` or
 ``NAME-lrm``), ``/v1/models`` and ``/health`` on 127.0.0.1 unless ``--host`` says otherwise.
-Needs the ``server`` extra (``pip install 'rankguide-graph[server]'``).
+Needs the ``server`` extra (``pip install 'rankguide-graph[server]'``). The port is bound before
+the models load, so a busy port fails at once, naming it; the banner is printed once the
+server holds the port and the models are loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 from typing import Any
 
 from rankguide_graph.cli.options import add_context_options, context_settings
@@ -35,7 +39,11 @@ def register(commands: Any) -> None:
         "/health.",
     )
     parser.add_argument("--srm", default=None, help="small reasoning model: directory or hub id")
-    parser.add_argument("--lrm", default=None, help="large reasoning model: directory or hub id")
+    parser.add_argument(
+        "--lrm",
+        default=None,
+        help="large reasoning model: directory, hub id, or http://host:port/v1#model (a server)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -119,13 +127,52 @@ def serve(args: argparse.Namespace) -> int:
             f"authentication off: pass a key, or leave both out to serve without one"
         )
     chat = build_chat(args)
-    app = create_app(chat, api_key=args.api_key, max_concurrent=args.max_concurrent)
-    models = app.state.rankguide.models
-    singles = ", ".join(repr(s.name) for s in models.singles.values())
-    print(
-        f"rankguide serve: {models.name!r} (chat), {singles} (completions) on "
-        f"http://{args.host}:{args.port}/v1",
-        flush=True,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    sock = bind(args.host, args.port)  # a busy port fails here, before the models load
+    try:
+        app = create_app(chat, api_key=args.api_key, max_concurrent=args.max_concurrent)
+        models = app.state.rankguide.models
+        singles = ", ".join(repr(s.name) for s in models.singles.values())
+        port = sock.getsockname()[1]
+        print(
+            f"rankguide serve: {models.name!r} (chat), {singles} (completions) on "
+            f"http://{_url_host(args.host)}:{port}/v1",
+            flush=True,
+        )
+        config = uvicorn.Config(app, log_level=args.log_level)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a ``ConfigError`` naming both and the fix."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as err:
+        raise ConfigError(f"--host (={host!r}) is not an address of this machine: {err}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--port {port} on {host} is already in use (another server listens there): "
+                "stop it, or pass another --port"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({err.strerror}): pass another --host or --port "
+            "(ports below 1024 need root)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    """``host`` as written in a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host else host

@@ -2,8 +2,9 @@
 
 Each non-blank line is an object with the problem text under ``"problem"`` (or ``"question"``)
 and the reference answer under ``"answer"`` (a string or a number); an optional ``"id"`` names
-it (default: ``"line-N"``). Blank lines are skipped. Every error names the file and the line, so
-a malformed record in a long set is found at once; a file with no record is refused.
+it (default: ``"line-N"``) and must be unique. Blank lines are skipped. Every error names the
+file and the line, so a malformed record in a long set is found at once; a file with no record
+is refused.
 """
 
 from __future__ import annotations
@@ -41,18 +42,26 @@ def load_problems(path: str | os.PathLike[str], *, limit: int | None = None) -> 
 
     Raises:
         ConfigError: a missing or unreadable file, a line that is not a JSON object, a record
-            without a problem or an answer (the message gives ``FILE:LINE``), a file with no
-            record, or a ``limit`` below 1.
+            without a problem or an answer, an id used twice (the message gives ``FILE:LINE``),
+            a file with no record, or a ``limit`` below 1.
     """
     name = os.fspath(path)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit (={limit!r}) must be an int >= 1, or None for every problem")
     lines = _read_lines(name)
     problems: list[Problem] = []
+    lines_of: dict[str, int] = {}  # id -> the line that first used it
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        problems.append(_parse_record(name, number, line))
+        problem = _parse_record(name, number, line)
+        first = lines_of.setdefault(problem.id, number)
+        if first != number:
+            raise ConfigError(
+                f"{name}:{number}: id {problem.id!r} is already used by line {first}: give "
+                "every problem its own id (records and results are keyed by it)"
+            )
+        problems.append(problem)
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

@@ -70,7 +70,7 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
                 )
         final = stream.finish()
         n_answer, seconds = len(step.token_ids), step.seconds
-        stop_reason = step.stop_reason.value
+        stop_reason = _answer_end(step.stop_reason)
     model_seconds = dict(state.get("model_seconds", {}))
     model_seconds[model] = model_seconds.get(model, 0.0) + seconds
     totals = run_totals(
@@ -90,6 +90,13 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         "totals": totals,
         "model_seconds": {model: seconds},
     }
+
+
+def _answer_end(reason: StopReason) -> str:
+    """Why the answer ended: the engine's step cap is the answer's own budget here."""
+    if reason == StopReason.MAX_STEP_TOKENS:
+        return StopReason.MAX_ANSWER_TOKENS.value
+    return reason.value
 
 
 def emit_delta(runtime: Runtime[RankGuideContext], text: str) -> None:

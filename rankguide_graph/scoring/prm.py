@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +39,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from rankguide_graph.backend.devices import resolve_device, resolve_dtype
 
 # Hub ids fail fast exactly as in ``load_causal_lm``.
-from rankguide_graph.backend.loading import resolve_source
+from rankguide_graph.backend.loading import check_model_directory, resolve_source
 from rankguide_graph.errors import ConfigError, ModelLoadError, PromptError
 
 DEFAULT_STEP_SEPARATOR = "<extra_0>"
@@ -171,6 +172,8 @@ class ProcessRewardModel:
         """
         name = os.fspath(name_or_path)
         source, local_only = resolve_source(name, hub_timeout_s)
+        if Path(source).is_dir():
+            check_model_directory(Path(source), name, "a process reward model")
         resolved_device = resolve_device(device)
         weight_dtype = resolve_dtype(dtype, resolved_device)
         try:

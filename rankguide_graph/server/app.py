@@ -69,7 +69,7 @@ class ServerState:
 
 
 class Guard:
-    """ASGI middleware: API key on ``/v1`` routes, and a cap on request body size."""
+    """ASGI middleware: API key and JSON content type on ``/v1`` routes, a cap on body size."""
 
     def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
@@ -77,7 +77,7 @@ class Guard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Answer 401/413 here, or pass the request on with its body read."""
+        """Answer 401/413/415 here, or pass the request on with its body read."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -95,6 +95,10 @@ class Guard:
                 return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
+            return
+        wrong_type = _content_type_error(headers.get(b"content-type"))
+        if wrong_type is not None and scope["path"].startswith("/v1"):
+            await _send_json(send, wrong_type)
             return
         too_large = APIError(
             413,
@@ -127,6 +131,21 @@ class Guard:
             return await receive()  # later calls wait for the disconnect, as usual
 
         await self.app(scope, replay, send)
+
+
+def _content_type_error(given: bytes | None) -> APIError | None:
+    """A 415 unless the body is declared ``application/json`` (a charset may follow)."""
+    media = (given or b"").split(b";")[0].strip().lower()
+    if media == b"application/json":
+        return None
+    shown = "missing" if given is None else f"{given.decode('latin-1')!r}"
+    return APIError(
+        415,
+        f"the request's content-type ({shown}) must be application/json: send the body as "
+        "JSON with the header `Content-Type: application/json`",
+        param="content-type",
+        code="unsupported_media_type",
+    )
 
 
 async def _send_json(send: Any, error: APIError) -> None:

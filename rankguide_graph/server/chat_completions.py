@@ -5,7 +5,10 @@ for: ``stop``, ``max_tokens``/``max_completion_tokens`` (the answer's tokens; th
 its own budgets), ``temperature``, ``top_p``, ``seed``, ``tools``/``tool_choice`` (through
 ``bind_tools``; ``tool_choice="none"`` leaves the tools out), and in the extra ``rankguide``
 field ``trace`` (a per-request copy with ``include_trace=True``), ``max_steps`` and
-``max_step_tokens``. ``n`` must be 1 and ``logprobs`` is refused (use ``/v1/completions``).
+``max_step_tokens``. ``n`` must be 1 and ``logprobs`` is refused (use ``/v1/completions``);
+fields the server does not implement (``response_format``, ``logit_bias``, penalties, ...), a
+``tool_choice`` that forces a call without ``tools``, text that is not valid Unicode and a tool
+message that answers no earlier tool call are 400s naming them, before anything runs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable
 from starlette.requests import Request
 
+from rankguide_graph.chat.messages import to_template_messages
 from rankguide_graph.server.chat_format import ChunkMapper, completion_body, to_langchain
 from rankguide_graph.server.errors import bad_request, from_run_error
-from rankguide_graph.server.schemas import ChatCompletionRequest, RankGuideOptions, stop_list
+from rankguide_graph.server.schemas import (
+    UNSUPPORTED_CHAT,
+    ChatCompletionRequest,
+    RankGuideOptions,
+    refuse_invalid_text,
+    refuse_unsupported,
+    stop_list,
+)
 from rankguide_graph.server.sse import sse_event, sse_response
 from rankguide_graph.server.workers import client_left
 
@@ -77,6 +88,9 @@ class ChatPlan:
 def plan_chat(body: ChatCompletionRequest, server: Any) -> ChatPlan:
     """Check ``body`` and bind its settings to the server's chat model (400s name the field)."""
     server.models.check_chat(body.model)
+    refuse_unsupported(body, UNSUPPORTED_CHAT)
+    refuse_invalid_text(body)
+    _check_tool_choice(body)
     if body.n != 1:
         raise bad_request(f"n (={body.n}) must be 1: send one request per completion", "n")
     if body.logprobs:
@@ -110,15 +124,32 @@ def plan_chat(body: ChatCompletionRequest, server: Any) -> ChatPlan:
         "max_steps": options.max_steps,
         "max_step_tokens": options.max_step_tokens,
     }
+    messages = to_langchain(body.messages)
+    try:
+        to_template_messages(messages)  # a tool result answering no call, an image part, ...
+    except ValueError as err:
+        raise bad_request(str(err), "messages") from None
     return ChatPlan(
         request=body,
         runnable=runnable,
-        messages=to_langchain(body.messages),
+        messages=messages,
         stop=stop_list(body.stop) or None,
         kwargs={k: v for k, v in settings.items() if v is not None},
         trace=options.trace,
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
+    )
+
+
+def _check_tool_choice(body: ChatCompletionRequest) -> None:
+    """A 400 when ``tool_choice`` forces a call but the request offers no tools."""
+    choice = body.tool_choice
+    if choice in (None, "none", "auto") or body.tools:
+        return
+    raise bad_request(
+        f"tool_choice (={choice!r}) forces a tool call, but the request has no tools: send "
+        "tools, or leave tool_choice out",
+        "tool_choice",
     )
 
 

@@ -25,7 +25,13 @@ from rankguide_graph.backend.sampling import SamplingConfig
 from rankguide_graph.server.errors import bad_request, from_run_error
 from rankguide_graph.server.generation import DecodeSettings, Piece, TokenLogprob, generate
 from rankguide_graph.server.models import SingleModel
-from rankguide_graph.server.schemas import CompletionRequest, stop_list
+from rankguide_graph.server.schemas import (
+    UNSUPPORTED_COMPLETION,
+    CompletionRequest,
+    refuse_invalid_text,
+    refuse_unsupported,
+    stop_list,
+)
 from rankguide_graph.server.sse import sse_event, sse_response
 from rankguide_graph.server.workers import client_left
 
@@ -78,6 +84,8 @@ def _prompt_ids(body: CompletionRequest, model: SingleModel) -> tuple[list[int],
 
 def plan_completion(body: CompletionRequest, model: SingleModel) -> CompletionPlan:
     """Check ``body`` against ``model`` and turn it into a plan (400s name the bad field)."""
+    refuse_unsupported(body, UNSUPPORTED_COMPLETION)
+    refuse_invalid_text(body)
     if body.n != 1 or body.best_of not in (None, 1):
         raise bad_request(f"n (={body.n}) and best_of (={body.best_of}) must be 1", "n")
     if body.suffix:

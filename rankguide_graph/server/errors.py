@@ -117,21 +117,23 @@ def validation_error(errors: list[Any]) -> APIError:
 def install_error_handlers(app: Any) -> None:
     """Answer every error of ``app`` (a FastAPI app) in OpenAI's shape."""
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import Response
     from starlette.exceptions import HTTPException
 
-    def respond(err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+    def respond(err: APIError) -> Response:
+        # ASCII JSON: a message quoting a client's broken text (a lone surrogate) still encodes
+        content = json.dumps(err.body()).encode()
+        return Response(content, status_code=err.status, media_type="application/json")
 
-    async def on_api_error(request: Any, err: Exception) -> JSONResponse:
+    async def on_api_error(request: Any, err: Exception) -> Response:
         assert isinstance(err, APIError)
         return respond(err)
 
-    async def on_validation(request: Any, err: Exception) -> JSONResponse:
+    async def on_validation(request: Any, err: Exception) -> Response:
         assert isinstance(err, RequestValidationError)
         return respond(validation_error(list(err.errors())))
 
-    async def on_http(request: Any, err: Exception) -> JSONResponse:
+    async def on_http(request: Any, err: Exception) -> Response:
         assert isinstance(err, HTTPException)
         route = f"{request.method} {request.url.path}"
         if err.status_code == 404:
@@ -143,7 +145,7 @@ def install_error_handlers(app: Any) -> None:
         detail = err.detail if isinstance(err.detail, str) else json.dumps(err.detail)
         return respond(APIError(err.status_code, detail))
 
-    async def on_other(request: Any, err: Exception) -> JSONResponse:
+    async def on_other(request: Any, err: Exception) -> Response:
         return respond(from_run_error(err))
 
     app.add_exception_handler(APIError, on_api_error)

@@ -1,9 +1,13 @@
 """Request bodies of the OpenAI-compatible endpoints, validated with pydantic.
 
-Fields OpenAI defines and this server does not use (``user``, ``presence_penalty``, ...) are
-accepted and ignored, as vLLM does; a known field of the wrong type or out of range is a 400
-naming it. Numbers are strict: ``true`` is not the number 1, ``"16"`` is not 16. The vLLM
-extensions of ``/v1/completions`` that a remote step-by-step client needs
+Fields that do not change the output (``user``, ``metadata``, ``store``, ...) and unknown fields
+are accepted and ignored, as vLLM does. Fields OpenAI defines that would change the output but
+this server does not implement (``response_format``, ``logit_bias``, the penalties, ...) are a
+400 naming them when given a value other than their neutral one (:data:`UNSUPPORTED_CHAT`,
+:data:`UNSUPPORTED_COMPLETION`); a known field of the wrong type or out of range is a 400 naming
+it. Numbers are strict: ``true`` is not the number 1, ``"16"`` is not 16; a seed is at most
+``2**63 - 1``. Text must be valid Unicode: a lone surrogate anywhere is a 400 naming the field.
+The vLLM extensions of ``/v1/completions`` that a remote step-by-step client needs
 (``stop_token_ids``, ``include_stop_str_in_output``, ``skip_special_tokens``,
 ``return_token_ids``, ``return_tokens_as_token_ids``, ``ignore_eos``, ``add_special_tokens``,
 ``top_k``) are here too; with the ``openai`` client they go in ``extra_body``.
@@ -14,6 +18,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+from rankguide_graph.server.errors import bad_request
+
+MAX_SEED = 2**63 - 1
+"""Largest seed a sampler takes (a signed 64-bit integer)."""
 
 
 class _Body(BaseModel):
@@ -82,7 +91,7 @@ class ChatCompletionRequest(_Body):
     """Same as ``max_tokens``; wins when both are given."""
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     top_p: StrictFloat | None = Field(default=None, gt=0, le=1)
-    seed: StrictInt | None = Field(default=None, ge=0)
+    seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -106,7 +115,7 @@ class CompletionRequest(_Body):
     top_p: StrictFloat = Field(default=1.0, gt=0, le=1)
     top_k: StrictInt = Field(default=-1, ge=-1)
     """vLLM: keep the k most likely tokens (-1 or 0 keeps all)."""
-    seed: StrictInt | None = Field(default=None, ge=0)
+    seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     echo: bool = False
@@ -136,3 +145,103 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
     return [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+
+
+_STRUCTURED = (
+    "ask for JSON in the prompt, or send one tool and name it in tool_choice (the answer is "
+    "then that tool's call, its arguments a JSON object)"
+)
+_PENALTY = "set it to 0 or leave it out (use temperature and top_p)"
+UNSUPPORTED_CHAT: dict[str, tuple[tuple[Any, ...], str]] = {
+    "response_format": (({"type": "text"},), _STRUCTURED),
+    "logit_bias": (({},), "leave it out"),
+    "frequency_penalty": ((0, 0.0), _PENALTY),
+    "presence_penalty": ((0, 0.0), _PENALTY),
+    "repetition_penalty": ((1, 1.0), "set it to 1 or leave it out"),
+    "top_logprobs": ((0,), "leave it out: use /v1/completions on one model with logprobs"),
+    "top_k": ((-1, 0), "leave it out: use temperature and top_p"),
+    "min_p": ((0, 0.0), "leave it out: use temperature and top_p"),
+    "parallel_tool_calls": ((True,), "leave it out: the model may write several calls"),
+    "functions": (([],), "send tools instead"),
+    "function_call": (("auto",), "send tool_choice instead"),
+    "modalities": ((["text"],), "leave it out: the models write text only"),
+    "audio": ((), "leave it out: the models write text only"),
+    "prediction": ((), "leave it out"),
+    "reasoning_effort": ((), "leave it out: set rankguide.max_steps to bound the reasoning"),
+    "web_search_options": ((), "leave it out"),
+}
+"""Chat fields this server does not implement: their neutral values, and what to do instead."""
+UNSUPPORTED_COMPLETION: dict[str, tuple[tuple[Any, ...], str]] = {
+    "logit_bias": (({},), "leave it out"),
+    "frequency_penalty": ((0, 0.0), _PENALTY),
+    "presence_penalty": ((0, 0.0), _PENALTY),
+    "repetition_penalty": ((1, 1.0), "set it to 1 or leave it out"),
+    "min_p": ((0, 0.0), "leave it out: use top_k and top_p"),
+    "min_tokens": ((0,), "leave it out (with ignore_eos the completion runs to max_tokens)"),
+    "response_format": (({"type": "text"},), "the completion is free text"),
+    "guided_json": ((), "leave it out: the completion is free text"),
+    "guided_regex": ((), "leave it out: the completion is free text"),
+    "guided_choice": ((), "leave it out: the completion is free text"),
+    "guided_grammar": ((), "leave it out: the completion is free text"),
+    "prompt_logprobs": ((), "use echo=true with logprobs"),
+}
+"""Completion fields this server does not implement (vLLM's guided decoding among them)."""
+
+
+def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    """Whether ``value`` asks for nothing: ``null``, or a neutral value of the same type."""
+    return value is None or any(type(value) is type(n) and value == n for n in neutral)
+
+
+def refuse_unsupported(body: BaseModel, table: dict[str, tuple[tuple[Any, ...], str]]) -> None:
+    """A 400 naming the first field of ``table`` that ``body`` sets to a non-neutral value."""
+    for name in sorted(body.model_fields_set & table.keys()):
+        value = getattr(body, name, None)
+        neutral, fix = table[name]
+        if not _neutral(value, neutral):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise bad_request(
+                f"{name} (={shown}) is not implemented by this server: {fix}",
+                name,
+                "unsupported_parameter",
+            )
+
+
+def invalid_text(value: Any, path: str = "") -> tuple[str, int, str] | None:
+    """The first string in ``value`` that is not valid Unicode: ``(path, position, char)``.
+
+    A lone surrogate (``"\\ud800"`` in JSON) decodes to a Python string no tokenizer takes.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return path, err.start, value[err.start]
+        return None
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        key_path = f"{path}.{key}" if path else str(key)
+        found = invalid_text(key, key_path) or invalid_text(item, key_path)
+        if found:
+            return found
+    return None
+
+
+def refuse_invalid_text(body: BaseModel) -> None:
+    """A 400 naming the field that holds text which is not valid Unicode."""
+    found = invalid_text(body)
+    if found is not None:
+        path, position, char = found
+        raise bad_request(
+            f"{path} holds text that is not valid Unicode (the lone surrogate {char!r} at "
+            f"character {position}): send UTF-8 text",
+            path,
+            "invalid_text",
+        )

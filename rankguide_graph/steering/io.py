@@ -6,7 +6,8 @@ back into :attr:`SteeringVector.model` when present. A calibration file
 (:func:`save_calibration`, written by ``rankguide calibrate``) adds the SEAL vector as
 ``"seal_vector"`` and a readable copy of its metadata in the sidecar ``PATH.json``;
 ``load_steering_vector(path, which="seal")`` reads that one. Every write is atomic: temporary
-files next to the targets, then ``os.replace``; on failure nothing is left behind.
+files next to the targets, then ``os.replace``; on failure nothing is left behind. The vector
+and its sidecar get the same mode, that of any new file (0644 under the usual umask).
 """
 
 from __future__ import annotations
@@ -144,9 +145,11 @@ def _write_atomically(target: Path, writers: dict[Path, Callable[[Path], object]
     """
     temps = {final: final.with_name(final.name + ".tmp") for final in writers}
     moved: list[Path] = []
+    mode = _file_mode()
     try:
         for final, write in writers.items():
             write(temps[final])
+            os.chmod(temps[final], mode)  # safetensors writes 0600; every file gets the usual
         for final, tmp in temps.items():
             os.replace(tmp, final)
             moved.append(final)
@@ -154,3 +157,10 @@ def _write_atomically(target: Path, writers: dict[Path, Callable[[Path], object]
         for leftover in [*temps.values(), *moved]:
             leftover.unlink(missing_ok=True)
         raise ConfigError(f"could not write the steering vector to {str(target)!r}: {err}") from err
+
+
+def _file_mode() -> int:
+    """The mode a new file gets here: ``0o666`` less the process's umask (0644 under 022)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
