@@ -313,8 +313,12 @@ def test_the_signal_computation_does_not_change_other_threads_torch_threads():
     assert seen == [2]
 
 
-def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair):
-    """Prefills of different lengths, captures and one steered run share a pass exactly."""
+@pytest.mark.parametrize("layout", ["range", "scattered"])
+def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair, layout):
+    """Prefills of different lengths, captures and one steered run share a pass exactly.
+
+    "range": rows 0, 1, 2 (views of the buffers); "scattered": rows 4, 0, 2 of 5 (gathered).
+    """
 
     loaded = llama_pair["srm"]
     layers = decoder_layers(loaded.model)
@@ -344,7 +348,9 @@ def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair):
             slots, _ = fresh(1)
             forward_rows(loaded.model, keyword, slots, [RowInput(0, history[n])], 0)
             alone.append(forward_rows(loaded.model, keyword, slots, [item], 0)[0])
-        slots, rows = fresh(3)
+        slots, rows = fresh(3 if layout == "range" else 5)
+        if layout == "scattered":
+            rows = [rows[4], rows[0], rows[2]]
         for row, tokens in zip(rows, history, strict=True):
             forward_rows(loaded.model, keyword, slots, [RowInput(row, tokens)], 0)
         together = forward_rows(loaded.model, keyword, slots, inputs(rows), 0)
@@ -358,7 +364,7 @@ def test_one_pass_over_several_rows_equals_each_row_alone(llama_pair):
         forward_rows(loaded.model, keyword, single, [RowInput(0, history[2])], 0)
         unsteered = forward_rows(loaded.model, keyword, single, [RowInput(0, [13, 14, 15])], 0)
     assert not torch.allclose(unsteered[0].logits, together[2].logits)  # the shift mattered
-    assert slots.lengths == [
+    assert [slots.lengths[row] for row in rows] == [
         len(h) + len(i.tokens) for h, i in zip(history, inputs(rows), strict=True)
     ]
 

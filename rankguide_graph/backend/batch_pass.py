@@ -5,9 +5,11 @@
 - one run: ``input_ids`` ``(1, T)``, the row's exact views, the model's own causal mask and
   positions, the LM head on the last token only. This is the arithmetic of a run alone
   (:class:`~rankguide_graph.backend.runner.ModelRunner` without a scheduler), bit for bit.
-- several runs: the rows ``lo..hi-1`` of the range, ``(B, T_max)`` right-padded, position ids
-  ``(B, T_max)`` from each row's mark, an additive mask ``(B, 1, T_max, n)`` that keeps each row
-  causal over its own slots, the LM head on each row's last real token only.
+- several runs: ``(B, T_max)`` right-padded, position ids ``(B, T_max)`` from each row's mark,
+  an additive mask ``(B, 1, T_max, n)`` that keeps each row causal over its own slots, the LM
+  head on each row's last real token only. Rows that form a contiguous range attend to views of
+  the buffers; scattered rows have their filled parts gathered for the pass (a copy, cheaper
+  than running the rows in between).
 
 A pass may carry, per run, a capture of the signal-layer input at chosen tokens (step hidden
 states, paper §3.1) and the steering of chosen tokens (Eq. 8, ``H <- H + alpha v`` at step
@@ -66,8 +68,7 @@ def forward_rows(
     device = next(model.parameters()).device
     width = max(len(i.tokens) for i in inputs)
     rows = [i.row for i in inputs]
-    lo, hi = min(rows), max(rows) + 1
-    slots.ensure(hi - 1, max(slots.lengths[lo:hi]) + width)
+    slots.ensure(max(rows), max(slots.lengths[row] for row in rows) + width)
     if len(inputs) == 1:
         slots.single(rows[0])
         slot_of = [0]
@@ -75,20 +76,20 @@ def forward_rows(
         extra: dict[str, Any] = {"logits_to_keep": 1}
         last = torch.zeros(1, dtype=torch.long, device=device)  # (1,) into the kept logits
     else:
-        positions = slots.batch(rows, [len(i.tokens) for i in inputs], width, device)  # (B, T)
-        slot_of = [row - lo for row in rows]
-        tokens = torch.full((hi - lo, width), pad_id, dtype=torch.long)  # (B, T)
+        lengths = [len(i.tokens) for i in inputs]
+        positions, slot_of = slots.batch(rows, lengths, width, device)  # (B, T)
+        tokens = torch.full((positions.shape[0], width), pad_id, dtype=torch.long)  # (B, T)
         for slot, item in zip(slot_of, inputs, strict=True):
             tokens[slot, : len(item.tokens)] = torch.tensor(item.tokens)
         input_ids = tokens.to(device)
-        ends = sorted({len(i.tokens) - 1 for i in inputs})  # the LM head runs only there
+        ends = sorted({n - 1 for n in lengths})  # the LM head runs only there
         keep = torch.tensor(ends, dtype=torch.long, device=device)  # (K,)
         extra = {
             "position_ids": positions,
             "attention_mask": slots.batch_mask(_dtype(model)),
             "logits_to_keep": keep if len(ends) > 1 else width - ends[0],
         }
-        last = torch.tensor([ends.index(len(i.tokens) - 1) for i in inputs], device=device)
+        last = torch.tensor([ends.index(n - 1) for n in lengths], device=device)
         if len(ends) == 1:
             last = torch.zeros(len(inputs), dtype=torch.long, device=device)
     with _hooks(inputs, slot_of) as captured:

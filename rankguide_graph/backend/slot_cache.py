@@ -14,11 +14,12 @@ thread runs passes, so the setting is not raced):
   ``(1, H_kv, n, D)``, so the model builds its own causal mask and the arithmetic is the one of a
   run alone (:class:`~rankguide_graph.backend.kv_cache.GrowingLayer`): greedy output equals
   ``generate``'s token for token.
-- :meth:`batch` (a decode step of several runs): rows ``lo..hi-1`` each take one token at their
-  own fill mark and attend to a view ``(B, H_kv, n_max, D)`` through an explicit additive mask that
-  hides every slot past the row's own new token; positions are passed per row. Rows in the range
-  that are not decoding (a run between steps) take a padding token at their fill mark, which is
-  not counted and is overwritten by their next write.
+- :meth:`batch` (a pass of several runs): each row takes its tokens (right-padded to a common
+  width) at its own fill mark and attends to ``(B, H_kv, n_max, D)`` through an explicit
+  additive mask that keeps it causal over its own slots; positions are passed per row. Rows that
+  form a contiguous range attend to views of the buffers; scattered rows get their filled parts
+  gathered (copied) for the pass. Padding is written past a row's mark, never counted, and
+  overwritten by the row's next write.
 
 :class:`RowKV` is one run's handle on its row, with the interface of
 :class:`~rankguide_graph.backend.kv_cache.KVCache` that :class:`~rankguide_graph.backend.runner.
@@ -89,9 +90,13 @@ class SlotLayer(DynamicLayer):
             # Advanced indices around a slice: the indexed view is (B, T, H_kv, D).
             self._k[rows, :, positions] = key_states.transpose(1, 2)
             self._v[rows, :, positions] = value_states.transpose(1, 2)
-            lo, hi = plan.lo, plan.lo + plan.rows.shape[0]
-            self.keys = self._k[lo:hi, :, : plan.view_len]  # (B, H_kv, n_max, D)
-            self.values = self._v[lo:hi, :, : plan.view_len]
+            if plan.gather:  # (B, H_kv, n_max, D), copied
+                self.keys = self._k[plan.rows, :, : plan.view_len]
+                self.values = self._v[plan.rows, :, : plan.view_len]
+            else:  # the same, as views of a range of rows
+                lo, hi = plan.lo, plan.lo + plan.rows.shape[0]
+                self.keys = self._k[lo:hi, :, : plan.view_len]
+                self.values = self._v[lo:hi, :, : plan.view_len]
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -100,10 +105,11 @@ class SlotLayer(DynamicLayer):
 
 
 class PassPlan:
-    """Where the next pass writes: one row at its mark, or a range of rows one token each."""
+    """Where the next pass writes: one row at its mark, or a set of rows."""
 
     def __init__(self) -> None:
         self.single_row: int | None = None
+        self.gather = False
         self.starts_list: list[int] = [0]
         self.lo = 0
         self.rows = torch.zeros(0, dtype=torch.long)  # (B,)
@@ -197,25 +203,31 @@ class SlotCache:
 
     def batch(
         self, rows: Sequence[int], new_tokens: Sequence[int], width: int, device: torch.device
-    ) -> torch.Tensor:
-        """Set up a pass of ``width`` positions per row over the range ``min(rows)..max(rows)``.
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Set up a pass of ``width`` positions per row; its position ids and each row's index.
 
         Row ``rows[i]`` feeds ``new_tokens[i]`` real tokens (the rest of its ``width`` is
-        padding); rows of the range not in ``rows`` feed padding only. Every row writes at its
-        fill mark; only real tokens are counted afterwards (by the caller). Returns the position
-        ids ``(B, width)``; :meth:`batch_mask` is the matching mask.
+        padding), written at its fill mark; only real tokens are counted afterwards (by the
+        caller). Rows that form a contiguous range attend to views of the buffers; otherwise
+        the rows' filled parts are gathered (copied) for the pass, rather than running the
+        rows in between, which would cost a forward pass each. Returns the position ids
+        ``(B, width)`` and, for each of ``rows``, its index in the batch; :meth:`batch_mask` is
+        the matching mask.
         """
         lo, hi = min(rows), max(rows) + 1
-        starts = torch.tensor(self.lengths[lo:hi], dtype=torch.long)  # (B,)
-        real = torch.ones(hi - lo, dtype=torch.long)  # (B,) padding rows see their first slot
-        real[torch.tensor(rows) - lo] = torch.tensor(list(new_tokens), dtype=torch.long)
         self.plan.single_row = None
+        self.plan.gather = hi - lo != len(rows)
+        order = list(rows) if self.plan.gather else list(range(lo, hi))
+        index = [order.index(row) for row in rows]
+        starts = torch.tensor([self.lengths[row] for row in order], dtype=torch.long)  # (B,)
+        real = torch.ones(len(order), dtype=torch.long)  # (B,)
+        real[torch.tensor(index)] = torch.tensor(list(new_tokens), dtype=torch.long)
         self.plan.lo = lo
-        self.plan.rows = torch.arange(lo, hi, device=device)  # (B,)
+        self.plan.rows = torch.tensor(order, device=device)  # (B,)
         self.plan.positions = (starts[:, None] + torch.arange(width)).to(device)  # (B, width)
         self.plan.last = (starts + real - 1).to(device)  # (B,) each row's last real position
         self.plan.view_len = int((starts + real).max())
-        return self.plan.positions
+        return self.plan.positions, index
 
     def batch_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """Additive mask ``(B, 1, T, n)`` of the batch pass: causal within each row's tokens.
