@@ -41,6 +41,7 @@ bench: venv
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_remote_lrm.py
 	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_batch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

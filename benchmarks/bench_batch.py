@@ -157,19 +157,29 @@ def server_part(args: argparse.Namespace) -> None:
         messages = [{"role": "user", "content": problems[i].problem}]
         if i % 2:
             stream = client.chat.completions.create(
-                model="demo", messages=messages, temperature=0, stream=True
+                model="demo",
+                messages=messages,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
             )
-            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-            return text, 0
+            text, tokens = "", 0
+            for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                if chunk.usage:
+                    tokens = chunk.usage.completion_tokens
+            return text, tokens
         response = client.chat.completions.create(model="demo", messages=messages, temperature=0)
-        return str(response.choices[0].message.content), response.usage.completion_tokens
+        usage = response.usage
+        return str(response.choices[0].message.content), usage.completion_tokens if usage else 0
 
     run_level(work, 2, 1)  # warm-up
-    sequential, _, expected, _ = run_level(work, len(problems), 1)
+    sequential, one_latencies, expected, one_tokens = run_level(work, len(problems), 1)
     print(f"\nrankguide serve --model demo, {len(problems)} requests (half streaming)")
-    report("one by one", sequential, [sequential / len(problems)] * len(problems), 0, sequential)
-    wall, latencies, results, _ = run_level(work, len(problems), args.clients)
-    ratio = report(f"{args.clients} clients", wall, latencies, 0, sequential)
+    report("one by one", sequential, one_latencies, one_tokens, sequential)
+    wall, latencies, results, tokens = run_level(work, len(problems), args.clients)
+    ratio = report(f"{args.clients} clients", wall, latencies, tokens, sequential)
     same = sum(r == e for r, e in zip(results, expected, strict=True))
     print(f"{'':18}same answers as one by one: {same}/{len(problems)}")
     verdict = "PASS" if ratio >= SERVER_TARGET else "MISS"
