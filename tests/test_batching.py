@@ -421,3 +421,24 @@ def test_a_consumer_that_stops_an_async_stream_frees_the_run(pair):
     while len(SESSIONS) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(SESSIONS) == 0  # the run stopped and its rows went back
+
+
+def test_a_sliding_window_model_runs_each_pass_alone_and_equals_the_runs_alone(tmp_path, tokenizer):
+    import json as json_module
+
+    from rankguide_graph.backend import load_causal_lm
+    from rankguide_graph.tiny_models import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "m", "mistral", tokenizer=tokenizer, seed=3, init_std=0.2)
+    config = json_module.loads((path / "config.json").read_text())
+    config["sliding_window"] = 8  # shorter than the runs: the window matters
+    (path / "config.json").write_text(json_module.dumps(config))
+    loaded = load_causal_lm(path)
+    scheduler = BatchScheduler(loaded, slots=4)
+    assert not scheduler.batchable
+    alone = [_steps(ModelRunner(loaded), p, 2, 12) for p in PROMPTS[:3]]
+    batched = _batched(scheduler, loaded, [lambda r, p=p: _steps(r, p, 2, 12) for p in PROMPTS[:3]])
+    for a, b in zip(alone, batched, strict=True):
+        assert a[0] == b[0]
+        torch.testing.assert_close(b[2], a[2], atol=0, rtol=0)
+    scheduler.close()

@@ -135,6 +135,9 @@ class BatchScheduler:
         self.rows_decoded = 0
         """Run-tokens those passes decoded (``rows_decoded / passes`` is the mean batch)."""
         self._keyword = cache_keyword(loaded.model)
+        self.batchable = not uses_sliding_window(loaded.model.config.get_text_config())
+        """Whether runs share passes: a model with sliding-window layers runs each run's pass
+        alone (one batched mask cannot carry a per-layer window), still on this thread."""
         self._cond = threading.Condition()
         self._exclusive: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._feeding: list[FeedJob] = []
@@ -226,7 +229,7 @@ class BatchScheduler:
             for fn, future in exclusive:
                 if future.set_running_or_notify_cancel():
                     _resolve(future, fn, self.lock)
-            for group in _feed_groups(feeding):
+            for group in _feed_groups(feeding) if self.batchable else [[j] for j in feeding]:
                 self._feed_pass(group)
             self._decoding += [job for job in joining if job.step(job.logits)]
             if self._decoding:
@@ -250,17 +253,18 @@ class BatchScheduler:
     def _forward(self, jobs: list[DecodeJob]) -> torch.Tensor:
         """One pass feeding ``job.token`` at each job's row; next-token logits (B, V)."""
         inputs = [RowInput(row=job.row, tokens=[job.token]) for job in jobs]
-        outputs = forward_rows(self.loaded.model, self._keyword, self.slots, inputs, self._pad)
-        return torch.stack([out.logits for out in outputs])  # (B, V)
+        if not self.batchable:  # one pass per run
+            return torch.stack([self._rows([item])[0].logits for item in inputs])
+        return torch.stack([out.logits for out in self._rows(inputs)])  # (B, V)
+
+    def _rows(self, inputs: list[RowInput]) -> list[RowOutput]:
+        return forward_rows(self.loaded.model, self._keyword, self.slots, inputs, self._pad)
 
     def _feed_pass(self, jobs: list[FeedJob]) -> None:
         """One pass over the jobs' tokens; on an error, each job alone (only its own fails)."""
         with self.lock, torch.inference_mode():
             try:
-                inputs = [job.input for job in jobs]
-                outputs = forward_rows(
-                    self.loaded.model, self._keyword, self.slots, inputs, self._pad
-                )
+                outputs = self._rows([job.input for job in jobs])
             except Exception as error:
                 if len(jobs) == 1:
                     jobs[0].future.set_exception(error)
@@ -285,6 +289,16 @@ class BatchScheduler:
         """The id fed at padding positions (never attended to)."""
         pad = getattr(self.loaded.tokenizer, "pad_token_id", None)
         return int(pad) if pad is not None else 0
+
+
+def uses_sliding_window(config: Any) -> bool:
+    """Whether any attention layer of ``config`` sees only a window of the past."""
+    types = getattr(config, "layer_types", None)
+    if types:
+        return any("sliding" in str(kind) for kind in types)
+    return bool(getattr(config, "sliding_window", None)) and bool(
+        getattr(config, "use_sliding_window", True)
+    )
 
 
 def _feed_groups(jobs: list[FeedJob]) -> list[list[FeedJob]]:
