@@ -337,16 +337,12 @@ class RunSession:
     @contextmanager
     def models(self) -> Iterator[None]:
         """Mark the run busy (its rows are not reclaimed) while a node runs the models."""
-        self.busy += 1
+        SESSIONS.enter(self)
         try:
             with torch.inference_mode():
                 yield
         finally:
-            self.busy -= 1
-            self.last_active = time.monotonic()
-            if self.busy == 0 and self.release_when_idle:
-                self.release_when_idle = False
-                SESSIONS.release(self)
+            SESSIONS.leave(self)
 
 
 def _runner_for(pair: ModelPair, *, compile: bool) -> ModelRunner | RemoteRunner:
@@ -393,13 +389,27 @@ class SessionRegistry:
         """Free a run's rows (at once, or when its node leaves the models); stop its decoding."""
         with self._cond:
             session = self._sessions.pop(run_id, None)
-        if session is None:
-            return
-        session.cancel.set()
-        if session.busy:
-            session.release_when_idle = True
-        else:
-            self.release(session)
+            if session is None:
+                return
+            session.cancel.set()
+            if session.busy:
+                session.release_when_idle = True
+            else:
+                self.release(session)
+
+    def enter(self, session: RunSession) -> None:
+        """A node of ``session``'s run starts running its models."""
+        with self._cond:
+            session.busy += 1
+
+    def leave(self, session: RunSession) -> None:
+        """The node is done with the models; the rows go back if the run was closed meanwhile."""
+        with self._cond:
+            session.busy -= 1
+            session.last_active = time.monotonic()
+            if session.busy == 0 and session.release_when_idle:
+                session.release_when_idle = False
+                self.release(session)
 
     def release(self, session: RunSession) -> None:
         """Give ``session``'s rows back and wake the runs waiting for one."""
