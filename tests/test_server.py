@@ -513,7 +513,14 @@ def test_concurrent_requests_equal_sequential_ones(client, base_url):
     with ThreadPoolExecutor(len(calls)) as pool:
         concurrent = list(pool.map(lambda call: call[0](*call[1:]), calls))
     assert concurrent == sequential
-    assert _health(base_url)["active"] == 0
+    health = _health(base_url)
+    assert health["active"] == 0 and health["waiting_for_rows"] == 0
+    batch = health["batch"]  # the pair's schedulers, one entry per model
+    assert len(batch) >= 2 and all(
+        b["rows_in_use"] == 0 and b["decoding"] == 0 for b in batch.values()
+    )
+    assert any(b["decode_passes"] > 0 and b["mean_batch"] >= 1 for b in batch.values())
+    assert all(b["slots"] >= health["max_concurrent"] for b in batch.values())
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot_and_stops_its_run(chat, reference):
