@@ -36,6 +36,12 @@ Nothing is downloaded or saved. What it measures:
    T_ideal`` is the engine's own overhead (Python, stop checks, step-state capture, decoding
    each step's text); 1.00 is ideal.
 
+5. Batched decoding: 1, 2, 4, 8 and 16 runs (1, 2, 4 in the dry run) on one
+   ``BatchScheduler`` per model, each run's runner on its own row and thread, each decoding
+   ``decode_tokens`` greedily after a ``contexts[0]``-token prefill, all at once; aggregate
+   tokens/s and the ratio to one run (issue 14's GPU figure: on a GPU, batch-1 decoding is
+   memory-bound, so a pass over 8 runs should cost little more than over one).
+
 Run on a CUDA machine (H100/H200: the 32B model is ~65.5 GB in bf16; with less free memory it is
 skipped with the reason printed)::
 
@@ -62,6 +68,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -80,6 +87,7 @@ from rankguide_graph.backend import (
     StepStopRule,
     TokenSampler,
 )
+from rankguide_graph.backend.scheduler import BatchScheduler
 
 STARTED = time.perf_counter()
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -166,6 +174,8 @@ class Plan:
     step_tokens: int
     pattern: tuple[str, ...]
     """Who writes each step of the routed run; its prompt has ``contexts[0]`` tokens."""
+    batch_levels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    """Runs decoding at once in the batched measurement."""
 
     @property
     def capacity(self) -> int:
@@ -191,6 +201,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             warmup_tokens=3,
             step_tokens=16,
             pattern=pattern,
+            batch_levels=(1, 2, 4),
         )
     else:
         plan = Plan(
@@ -698,6 +709,53 @@ def print_routed(result: RoutedResult) -> None:
     )
 
 
+# -- batched decoding ----------------------------------------------------------------------------
+def batched_decoding(
+    loaded: LoadedModel, plan: Plan, stop_rule: StepStopRule, eos: int
+) -> list[tuple[int, int, float]]:
+    """(runs, tokens decoded, seconds) per level: every run on its own row and thread at once."""
+    scheduler = BatchScheduler(loaded, slots=max(plan.batch_levels))
+    prompt = random_prompt(plan.contexts[0], eos, seed=11)
+    rows: list[tuple[int, int, float]] = []
+    try:
+        for level in (plan.batch_levels[0], *plan.batch_levels):  # the first one warms up
+            runners = [ModelRunner(loaded, scheduler=scheduler) for _ in range(level)]
+            for runner in runners:
+                row = scheduler.slots.acquire()
+                assert row is not None
+                runner.bind_row(row)
+                runner.reset(plan.capacity)
+                runner.feed(prompt)
+            fed = sum(r.tokens_fed for r in runners)
+            sync(loaded.device)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(level) as pool:
+                list(
+                    pool.map(
+                        lambda r: r.decode(
+                            SAMPLER, stop_rule.tracker(at_delimiter=False), plan.decode_tokens
+                        ),
+                        runners,
+                    )
+                )
+            sync(loaded.device)
+            seconds = time.perf_counter() - started
+            rows.append((level, sum(r.tokens_fed for r in runners) - fed, seconds))
+            for runner in runners:
+                scheduler.slots.release(runner.unbind_row())  # type: ignore[arg-type]
+    finally:
+        scheduler.close(wait_s=10)
+    return rows[1:]
+
+
+def print_batched(role: str, rows: list[tuple[int, int, float]]) -> None:
+    print(f"\n{role} batched decoding ({rows[0][1] // rows[0][0]} tokens per run):")
+    base = rows[0][1] / rows[0][2]
+    for level, tokens, seconds in rows:
+        rate = tokens / seconds
+        print(f"{role} batch {level:>3} runs: {rate:10.1f} tokens/s  x{rate / base:.2f} vs one run")
+
+
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
@@ -754,6 +812,15 @@ def main(argv: list[str] | None = None) -> int:
             print("routed run: FAILED (traceback on stderr)", flush=True)
     else:
         print("\nrouted run: SKIPPED (needs both models)")
+    for role, result in results.items():
+        log(f"{role}: batched decoding")
+        try:
+            loaded = result.routed_runner.loaded
+            print_batched(role, batched_decoding(loaded, plan, stop_rule, tokenizer.eos_token_id))
+        except Exception:
+            failed.append(f"{role} batched decoding")
+            traceback.print_exc()
+            print(f"{role} batched decoding: FAILED (traceback on stderr)", flush=True)
     if plan.dry_run:
         print("\nfigures are from a dry run, not a GPU")
     print(f"total {time.perf_counter() - STARTED:.1f} s", flush=True)

@@ -82,6 +82,24 @@ def test_dry_run_prints_the_table_for_both_models_and_the_routed_run():
     assert "graphs compiled during timing: 0" in out
     check_routed(out)
     assert re.search(r"routed run: 4 srm, 1 lrm steps, \d+ tokens written", out)
+    check_batched(out, roles=("srm", "lrm"), levels=(1, 2, 4))
+
+
+BATCHED = re.compile(
+    r"^(srm|lrm) batch +(\d+) runs: +([\d.]+) tokens/s  x([\d.]+) vs one run$", re.M
+)
+
+
+def check_batched(out: str, *, roles: tuple[str, ...], levels: tuple[int, ...]) -> None:
+    found = BATCHED.findall(out)
+    assert [(m[0], int(m[1])) for m in found] == [(r, n) for r in roles for n in levels], out
+    for role in roles:
+        rates = [float(m[2]) for m in found if m[0] == role]
+        ratios = [float(m[3]) for m in found if m[0] == role]
+        assert all(r > 0 for r in rates) and ratios[0] == 1.0
+        assert all(
+            math.isclose(x, r / rates[0], abs_tol=0.01) for x, r in zip(ratios, rates, strict=True)
+        )
 
 
 @pytest.mark.gpu
@@ -98,3 +116,4 @@ def test_full_check_on_cuda():
     for context in (1024, 8192):
         check_row(rows[("lrm", context)], compiled=True)
     check_routed(out)
+    check_batched(out, roles=("srm", "lrm"), levels=(1, 2, 4, 8, 16))
