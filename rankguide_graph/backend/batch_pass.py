@@ -45,6 +45,8 @@ class RowInput:
     steer_layer: nn.Module | None = None
     shift: torch.Tensor | None = None
     """``alpha * v``, (d_hid,)."""
+    want_hidden: bool = False
+    """Also return the last layer's output at the last token (R2R's router reads it)."""
 
 
 @dataclass
@@ -55,6 +57,9 @@ class RowOutput:
     """(V,), in the model's dtype, on its device."""
     hidden: torch.Tensor | None
     """(P, d_hid) float32 on the CPU when the run asked for captures, else ``None``."""
+    last_hidden: torch.Tensor | None = None
+    """(d_hid,) float32 on the CPU: the last layer's output (after the final norm, what the LM
+    head reads) at the run's last token, when it asked (``want_hidden``)."""
 
 
 def forward_rows(
@@ -92,12 +97,25 @@ def forward_rows(
         last = torch.tensor([ends.index(n - 1) for n in lengths], device=device)
         if len(ends) == 1:
             last = torch.zeros(len(inputs), dtype=torch.long, device=device)
+    want_hidden = any(i.want_hidden for i in inputs)
+    if want_hidden:
+        extra["output_hidden_states"] = True
     with _hooks(inputs, slot_of) as captured:
         out = model(input_ids=input_ids, use_cache=True, **extra, **{cache_keyword: slots.cache})
     for item in inputs:
         slots.lengths[item.row] += len(item.tokens)
-    picked = out.logits[torch.tensor(slot_of, device=device), last]  # (N, V)
-    return [RowOutput(logits=picked[n], hidden=captured.get(n)) for n in range(len(inputs))]
+    batch_rows = torch.tensor(slot_of, device=device)  # (N,)
+    picked = out.logits[batch_rows, last]  # (N, V)
+    finals: list[torch.Tensor | None] = [None] * len(inputs)
+    if want_hidden:  # the last layer's output (after the final norm) at each last real token
+        ends_at = [len(i.tokens) - 1 for i in inputs]  # (N,) into the fed positions
+        states = out.hidden_states[-1][batch_rows, torch.tensor(ends_at, device=device)]
+        states = states.float().cpu()  # (N, d_hid)
+        finals = [states[n] if item.want_hidden else None for n, item in enumerate(inputs)]
+    return [
+        RowOutput(logits=picked[n], hidden=captured.get(n), last_hidden=finals[n])
+        for n in range(len(inputs))
+    ]
 
 
 def _dtype(model: nn.Module) -> torch.dtype:

@@ -19,7 +19,7 @@ import torch
 
 from rankguide_graph.backend.cancel import stop_if_cancelled
 from rankguide_graph.backend.remote import RemoteRunner
-from rankguide_graph.backend.runner import FeedResult, ModelRunner
+from rankguide_graph.backend.runner import FeedResult, ModelRunner, TokenInspector
 from rankguide_graph.backend.sampling import SamplingConfig, TokenSampler
 from rankguide_graph.backend.stopping import StepStopRule, StopReason
 from rankguide_graph.errors import ConfigError, PromptError
@@ -41,6 +41,8 @@ class Step:
     """Position of its first token in the sequence."""
     seconds: float
     """Wall time spent writing it (catch-up prefill included)."""
+    written: dict[str, int] = field(default_factory=dict)
+    """Tokens each model wrote in it (one model, except in an R2R step)."""
 
 
 @dataclass
@@ -92,6 +94,8 @@ class StepEngine:
         self.sampler = TokenSampler(sampling or SamplingConfig())
         self.sequence: list[int] = []
         self._run = _RunState()
+        self.hidden_for: set[str] = set()
+        """Models whose passes also return the last layer's output (R2R's router reads it)."""
 
     # -- run lifecycle --------------------------------------------------------------------------
     def start(self, prompt_ids: Sequence[int], *, reserve: int | None = None) -> None:
@@ -231,6 +235,72 @@ class StepEngine:
             reason = StopReason.CONTEXT_FULL
         return self._append(name, tokens, reason, started)
 
+    def generate_step_routed(
+        self,
+        route: TokenInspector,
+        max_new_tokens: int | None = None,
+        *,
+        at_delimiter: bool = True,
+        on_token: Callable[[int], bool] | None = None,
+        proposer: str = "srm",
+        helper: str = "lrm",
+    ) -> Step:
+        """R2R: ``proposer`` writes the step token by token, ``helper`` the tokens ``route`` flags.
+
+        Each token the proposer samples is shown to ``route`` with its last-layer output and
+        logits (R2R's router); a flagged token is dropped, the helper catches up (a prefill of
+        only the tokens it has not seen) and writes that one position, which the proposer then
+        reads in its next catch-up. No token is fed twice to a model (tested against a full
+        recompute). The step ends at the usual stop conditions, whoever wrote the token;
+        ``Step.model`` is the proposer and ``Step.written`` counts each model's tokens.
+        """
+        proposing, helping = self._runner(proposer), self._runner(helper)
+        if isinstance(proposing, RemoteRunner):
+            raise ConfigError(
+                f"the proposer (={proposer!r}) must run in process: R2R reads its hidden states"
+            )
+        started = time.perf_counter()
+        begin = len(self.sequence)
+        budget = self.max_step_tokens if max_new_tokens is None else max_new_tokens
+        limits = [r.loaded.max_context for r in (proposing, helping) if r.loaded.max_context]
+        room = budget if not limits else min(budget, min(limits) - begin)
+        tracker = self.stop_rule.tracker(at_delimiter=at_delimiter)
+        written = {proposer: 0, helper: 0}
+        self.hidden_for.add(proposer)
+        reason = StopReason.MAX_STEP_TOKENS
+        try:
+            while (left := room - (len(self.sequence) - begin)) >= 1:
+                self._catch_up(proposer)
+                tokens, reason = proposing.decode(
+                    self.sampler, tracker, left, on_token, inspect=route
+                )
+                self.sequence.extend(tokens)
+                written[proposer] += len(tokens)
+                if reason is not StopReason.ROUTED:
+                    break
+                self._catch_up(helper)
+                tokens, reason = helping.decode(self.sampler, tracker, 1, on_token)
+                self.sequence.extend(tokens)
+                written[helper] += len(tokens)
+                if reason is not StopReason.MAX_STEP_TOKENS:  # the helper's token ended it
+                    break
+                reason = StopReason.MAX_STEP_TOKENS
+        except BaseException:
+            # An interrupted step is dropped whole: text and caches go back to where it began.
+            del self.sequence[begin:]
+            for runner in (proposing, helping):
+                runner.truncate(begin)
+            raise
+        if reason in (StopReason.MAX_STEP_TOKENS, StopReason.ROUTED) and room < budget:
+            reason = StopReason.CONTEXT_FULL
+        elif reason is StopReason.ROUTED:
+            reason = StopReason.MAX_STEP_TOKENS
+        tokens = self.sequence[begin:]
+        del self.sequence[begin:]
+        step = self._append(proposer, tokens, reason, started)
+        step.written = written
+        return step
+
     def extend(self, tokens: Sequence[int]) -> None:
         """Append text no model wrote (e.g. a closing ``</think>``); no step ends there."""
         if not self.sequence:
@@ -288,9 +358,11 @@ class StepEngine:
             if runner.next_logits is not None:
                 return 0
             runner.truncate(end)  # the logits are gone: drop one position and re-feed it
-        return self._feed(name, end).n_fed
+        return self._feed(name, end, last_hidden=name in self.hidden_for).n_fed
 
-    def _feed(self, name: str, end: int, *, token_logprobs: bool = False) -> FeedResult:
+    def _feed(
+        self, name: str, end: int, *, token_logprobs: bool = False, last_hidden: bool = False
+    ) -> FeedResult:
         """One pass over ``sequence[cached_len:end]``; keep step states read for the first time."""
         runner = self.runners[name]
         start = runner.cached_len
@@ -302,6 +374,7 @@ class StepEngine:
             capture=[p - start for p in ends],
             steer=steer,
             token_logprobs=token_logprobs,
+            **({"last_hidden": True} if last_hidden else {}),
         )
         self._run.unread.setdefault(name, []).extend(zip(ends, result.hidden, strict=True))
         self._run.read_upto[name] = max(read_upto, end - 1)
@@ -333,4 +406,5 @@ class StepEngine:
             stop_reason=reason,
             start=begin,
             seconds=time.perf_counter() - started,
+            written={name: len(tokens)},
         )

@@ -64,6 +64,14 @@ class FeedResult:
     """How many tokens this pass fed."""
     token_logprobs: torch.Tensor | None = None
     """``log p(tokens[i + 1] | ..., tokens[i])`` for i < T - 1, (T - 1,) float32; on request."""
+    last_hidden: torch.Tensor | None = None
+    """The last layer's output (after the final norm) at the last fed token, (d_hid,) float32
+    on the CPU; on request (R2R's router reads it with the next-token logits)."""
+
+
+TokenInspector = Callable[[torch.Tensor, torch.Tensor, int], bool]
+"""``inspect(hidden (d_hid,), logits (V,), token)``: ``True`` hands ``token``'s position to the
+other model (R2R): the token is dropped and the model's run of tokens ends there."""
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -116,6 +124,7 @@ class ModelRunner:
         if not self.batched:
             self._kv = KVCache(self.model, "static" if compile else "growing", CHUNK_TOKENS)
         self._next_logits: torch.Tensor | None = None
+        self._next_hidden: torch.Tensor | None = None
         self.cancelled: Callable[[], bool] = lambda: False
         """Polled at every sampled token: ``True`` ends the step with :class:`RunCancelled`."""
 
@@ -213,6 +222,7 @@ class ModelRunner:
         capture: Sequence[int] = (),
         steer: Sequence[int] = (),
         token_logprobs: bool = False,
+        last_hidden: bool = False,
     ) -> FeedResult:
         """Feed ``tokens`` (the positions right after the cache) in one forward pass.
 
@@ -222,19 +232,30 @@ class ModelRunner:
             steer: indices into ``tokens`` that close a step (Eq. 8 is applied there).
             token_logprobs: also return the log-probability of each fed token after the first
                 (the LM head then runs over every position, not just the last).
+            last_hidden: also return the last layer's output at the last token (and keep it
+                for a :meth:`decode` with ``inspect``).
         """
         if not tokens:
             raise ValueError("feed() needs at least one new token; the cache already covers all")
         started = time.perf_counter()
         try:
             if self.batched and not token_logprobs:
-                return self._feed_batched(tokens, capture, steer)
-            return self._execute(lambda: self._feed(tokens, capture, steer, token_logprobs))
+                result = self._feed_batched(tokens, capture, steer, last_hidden)
+            else:
+                result = self._execute(
+                    lambda: self._feed(tokens, capture, steer, token_logprobs, last_hidden)
+                )
+            self._next_hidden = result.last_hidden
+            return result
         finally:
             self.forward_seconds += time.perf_counter() - started
 
     def _feed_batched(
-        self, tokens: Sequence[int], capture: Sequence[int], steer: Sequence[int]
+        self,
+        tokens: Sequence[int],
+        capture: Sequence[int],
+        steer: Sequence[int],
+        last_hidden: bool,
     ) -> FeedResult:
         """:meth:`feed` as one run's part of a pass shared with other runs' pending feeds."""
         assert self.scheduler is not None and isinstance(self.kv, RowKV)
@@ -247,6 +268,7 @@ class ModelRunner:
             steer=list(steer) if steered else [],
             steer_layer=self._layers[self.steering.layer] if self.steering else None,
             shift=self.alpha * self.steering.vector if self.steering else None,
+            want_hidden=last_hidden,
         )
         output = self.scheduler.feed(FeedJob(row_input))  # the scheduler advances the row
         self.tokens_fed += len(tokens)
@@ -255,7 +277,9 @@ class ModelRunner:
         hidden = output.hidden
         if hidden is None:
             hidden = torch.zeros(0, self.loaded.hidden_size)
-        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens))
+        return FeedResult(
+            logits=logits, hidden=hidden, n_fed=len(tokens), last_hidden=output.last_hidden
+        )
 
     def _feed(
         self,
@@ -263,6 +287,7 @@ class ModelRunner:
         capture: Sequence[int],
         steer: Sequence[int],
         token_logprobs: bool,
+        last_hidden: bool = False,
     ) -> FeedResult:
         """The pass of :meth:`feed`, on the thread that runs this model's passes."""
         device = self.loaded.device
@@ -286,6 +311,7 @@ class ModelRunner:
                     input_ids=input_ids,
                     use_cache=True,
                     logits_to_keep=0 if token_logprobs else 1,
+                    output_hidden_states=last_hidden,
                     **{self._keyword: self.kv.cache},
                 )
             )
@@ -300,7 +326,14 @@ class ModelRunner:
         if token_logprobs:
             log_p = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)  # (T-1, V)
             logprobs = log_p.gather(-1, input_ids[0, 1:, None])[:, 0].cpu()  # (T-1,)
-        return FeedResult(logits=logits, hidden=hidden, n_fed=len(tokens), token_logprobs=logprobs)
+        final = out.hidden_states[-1][0, -1].float().cpu() if last_hidden else None  # (d_hid,)
+        return FeedResult(
+            logits=logits,
+            hidden=hidden,
+            n_fed=len(tokens),
+            token_logprobs=logprobs,
+            last_hidden=final,
+        )
 
     @torch.inference_mode()
     def decode(
@@ -309,6 +342,7 @@ class ModelRunner:
         tracker: StepStopTracker,
         max_new_tokens: int,
         on_token: Callable[[int], bool] | None = None,
+        inspect: TokenInspector | None = None,
     ) -> tuple[list[int], StopReason]:
         """Sample one step starting from ``next_logits``; the last sampled token is not fed.
 
@@ -318,20 +352,34 @@ class ModelRunner:
         ``on_token`` sees each sampled token (streaming) and may end the step there
         (:func:`~rankguide_graph.backend.stopping.step_end`). A run whose caller has gone stops
         before its next token (:func:`~rankguide_graph.backend.cancel.stop_if_cancelled`).
+
+        ``inspect`` (R2R) sees the last layer's output, the logits and each sampled token before
+        anything else does; when it returns ``True`` the token is dropped (not returned, not
+        fed, not shown to ``on_token``) and the call ends with :attr:`StopReason.ROUTED`, the
+        cache current with the tokens returned. It needs the last feed to have been made with
+        ``last_hidden=True``.
         """
         if self._next_logits is None:
             raise RuntimeError("decode() needs next-token logits: feed() the uncached tail first")
-        logits = self._next_logits
-        self._next_logits = None
+        if inspect is not None and (self._next_hidden is None or self.decoder is not None):
+            raise RuntimeError(
+                "decode(inspect=...) needs the last layer's output: feed(..., last_hidden=True) "
+                "first, on an eager runner (compile=False)"
+            )
+        logits, first_hidden = self._next_logits, self._next_hidden
+        self._next_logits = self._next_hidden = None
         new_tokens: list[int] = []
         ended: list[StopReason] = []
 
-        def advance(logits: torch.Tensor) -> int | None:
+        def advance(logits: torch.Tensor, hidden: torch.Tensor | None) -> int | None:
             """Sample from logits (V,); the token to feed next, or None when the step ends."""
             stop_if_cancelled()  # the caller's flag (a context variable: see the batched path)
             if self.cancelled():
                 raise RunCancelled(f"the run on {self.name!r} was cancelled mid-step")
             token = sampler(logits)
+            if inspect is not None and inspect(hidden, logits, token):  # type: ignore[arg-type]
+                ended.append(StopReason.ROUTED)
+                return None
             new_tokens.append(token)
             reason = step_end(tracker, token, on_token)
             if reason is None and len(new_tokens) >= max_new_tokens:
@@ -350,23 +398,32 @@ class ModelRunner:
                 # stream writer lives in a context variable).
                 context = contextvars.copy_context()
                 job = DecodeJob(
-                    row=self.kv.row, logits=logits, advance=lambda x: context.run(advance, x)
+                    row=self.kv.row,
+                    logits=logits,
+                    advance=lambda x, h: context.run(advance, x, h),
+                    hidden=first_hidden,
+                    want_hidden=inspect is not None,
                 )
                 self.scheduler.decode(job)
             else:
-                self._execute(lambda: self._decode_loop(logits, advance))
+                want = inspect is not None
+                self._execute(lambda: self._decode_loop(logits, first_hidden, advance, want))
         finally:
             self.forward_seconds += time.perf_counter() - started
         return new_tokens, ended[0]
 
     def _decode_loop(
-        self, logits: torch.Tensor, advance: Callable[[torch.Tensor], int | None]
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor | None,
+        advance: Callable[[torch.Tensor, torch.Tensor | None], int | None],
+        want_hidden: bool,
     ) -> None:
         """Feed each token ``advance`` picks, one pass each, until it returns ``None``."""
         device = self.loaded.device
-        while (token := advance(logits)) is not None:
+        while (token := advance(logits, hidden)) is not None:
             input_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-            logits = self._decode_one(input_ids)  # (V,)
+            logits, hidden = self._decode_one(input_ids, want_hidden)  # (V,), (d_hid,) | None
 
     def _execute(self, fn: Callable[[], Any]) -> Any:
         """Run one pass (or a step's passes) where this model's passes run."""
@@ -375,9 +432,15 @@ class ModelRunner:
         with model_lock(self.model), torch.inference_mode():
             return fn()
 
-    def _decode_one(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """One token (1, 1) through the model, compiled when asked; next-token logits (V,)."""
+    def _decode_one(
+        self, input_ids: torch.Tensor, want_hidden: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One token (1, 1) through the model (compiled when asked): next-token logits (V,).
+
+        With ``want_hidden`` (eager only) also the last layer's output there, (d_hid,).
+        """
         self.kv.ensure(self.kv.length + 1)
+        hidden = None
         if self.decoder is not None:
             decoder, kv = self.decoder, self.kv
             assert isinstance(kv, KVCache)  # a compiled runner keeps its own static cache
@@ -385,12 +448,17 @@ class ModelRunner:
         else:
             out = self._forward_or_undo(
                 lambda: self.model(
-                    input_ids=input_ids, use_cache=True, **{self._keyword: self.kv.cache}
+                    input_ids=input_ids,
+                    use_cache=True,
+                    output_hidden_states=want_hidden,
+                    **{self._keyword: self.kv.cache},
                 )
             )
             logits = out.logits[0, -1]
+            if want_hidden:
+                hidden = out.hidden_states[-1][0, -1].float().cpu()
         self.kv.written(1)
-        return logits
+        return logits, hidden
 
     def _forward_or_undo(self, forward: Callable[[], Any]) -> Any:
         """Run one forward pass; if it fails midway, drop what its first layers wrote."""

@@ -85,20 +85,24 @@ class DecodeJob:
     """The run's row in the model's slot cache."""
     logits: torch.Tensor
     """Next-token logits at the row's end, (V,): what the first token is sampled from."""
-    advance: Callable[[torch.Tensor], int | None]
-    """Sample from logits (V,); the token to feed next, or ``None`` when the step has ended."""
+    advance: Callable[[torch.Tensor, torch.Tensor | None], int | None]
+    """Sample from logits (V,) (given the last layer's output (d_hid,) when ``want_hidden``);
+    the token to feed next, or ``None`` when the step has ended."""
     cancelled: Callable[[], bool] = lambda: False
     """Polled before every pass: ``True`` makes the step leave the batch with RunCancelled."""
     future: Future[None] = field(default_factory=Future)
     token: int = -1
     """The sampled token the next pass feeds."""
+    hidden: torch.Tensor | None = None
+    """The last layer's output where ``logits`` were read, (d_hid,), when ``want_hidden``."""
+    want_hidden: bool = False
 
-    def step(self, logits: torch.Tensor) -> bool:
+    def step(self, logits: torch.Tensor, hidden: torch.Tensor | None = None) -> bool:
         """Advance on ``logits``; whether the job wants another pass (else it is resolved)."""
         try:
             if self.cancelled():
                 raise RunCancelled("the run was cancelled")
-            token = self.advance(logits)
+            token = self.advance(logits, hidden)
         except BaseException as error:  # only this run fails
             self.future.set_exception(error)
             return False
@@ -231,7 +235,7 @@ class BatchScheduler:
                     _resolve(future, fn, self.lock)
             for group in _feed_groups(feeding) if self.batchable else [[j] for j in feeding]:
                 self._feed_pass(group)
-            self._decoding += [job for job in joining if job.step(job.logits)]
+            self._decoding += [job for job in joining if job.step(job.logits, job.hidden)]
             if self._decoding:
                 self._decode_pass()
 
@@ -240,22 +244,28 @@ class BatchScheduler:
         jobs = self._decoding
         with self.lock, torch.inference_mode():
             try:
-                logits = self._forward(jobs)  # (B, V), one row per job
+                outputs = self._forward(jobs)  # one per job
             except Exception:  # one run's bad input: find it by running each alone
-                logits = None
-            if logits is None:
+                outputs = None
+            if outputs is None:
                 self._decoding = [job for job in jobs if self._alone(job)]
                 return
         self.passes += 1
         self.rows_decoded += len(jobs)
-        self._decoding = [job for job, row in zip(jobs, logits, strict=True) if job.step(row)]
+        self._decoding = [
+            job
+            for job, out in zip(jobs, outputs, strict=True)
+            if job.step(out.logits, out.last_hidden)
+        ]
 
-    def _forward(self, jobs: list[DecodeJob]) -> torch.Tensor:
-        """One pass feeding ``job.token`` at each job's row; next-token logits (B, V)."""
-        inputs = [RowInput(row=job.row, tokens=[job.token]) for job in jobs]
+    def _forward(self, jobs: list[DecodeJob]) -> list[RowOutput]:
+        """One pass feeding ``job.token`` at each job's row; each job's next-token output."""
+        inputs = [
+            RowInput(row=job.row, tokens=[job.token], want_hidden=job.want_hidden) for job in jobs
+        ]
         if not self.batchable:  # one pass per run
-            return torch.stack([self._rows([item])[0].logits for item in inputs])
-        return torch.stack([out.logits for out in self._rows(inputs)])  # (B, V)
+            return [self._rows([item])[0] for item in inputs]
+        return self._rows(inputs)
 
     def _rows(self, inputs: list[RowInput]) -> list[RowOutput]:
         return forward_rows(self.loaded.model, self._keyword, self.slots, inputs, self._pad)
@@ -278,11 +288,11 @@ class BatchScheduler:
     def _alone(self, job: DecodeJob) -> bool:
         """Re-run one job of a failed batched pass by itself; whether it goes on decoding."""
         try:
-            logits = self._forward([job])
+            (output,) = self._forward([job])
         except Exception as error:  # a failed pass advanced no fill mark
             job.future.set_exception(error)
             return False
-        return job.step(logits[0])
+        return job.step(output.logits, output.last_hidden)
 
     @property
     def _pad(self) -> int:

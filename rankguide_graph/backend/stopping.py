@@ -37,6 +37,9 @@ class StopReason(StrEnum):
     MAX_ANSWER_TOKENS = "max_answer_tokens"
     """The answer reached ``max_answer_tokens`` (answers only; a step's cap is
     ``max_step_tokens``)."""
+    ROUTED = "routed"
+    """R2R's router handed the next token to the other model: ends one model's run of tokens
+    inside a step, never a step."""
 
 
 # Decoding every id of a 152k vocabulary takes about a second: do it once per tokenizer object.
