@@ -288,3 +288,21 @@ def test_cli_bad_inputs_exit_2_with_the_reason(srm, srm_dir, tmp_path, capsys):
         write_label_shard(none, i, {**tensors, "labels": torch.zeros(20, dtype=torch.uint8)})
     assert "no divergent token" in fails(none, out)
     assert not out.exists() and not Path(str(out) + ".json").exists()
+
+
+def test_srm_names_match_by_value_or_directory(srm_dir):
+    from rankguide_graph.demo.pair import demo_dir
+    from rankguide_graph.r2r.router import same_srm
+
+    assert same_srm("demo", str(demo_dir() / "srm")) and same_srm(str(srm_dir), f"{srm_dir}/")
+    assert not same_srm("demo", str(srm_dir)) and not same_srm("org/a", "org/b")
+
+
+def test_cli_can_target_an_lrm_share(srm, srm_dir, tmp_path, capsys):
+    root = write_labels(tmp_path / "labels", srm, str(srm_dir), problems=10, per=20)
+    out = tmp_path / "router.safetensors"
+    argv = ["r2r-train", "--labels", str(root), "--out", str(out), "--srm", str(srm_dir)]
+    assert main([*argv, "--epochs", "1", "--width", "16", "--target-lrm-share", "0.1"]) == 0
+    meta = json.loads(Path(str(out) + ".json").read_text())
+    assert meta["metrics"]["routed_share"] <= 0.1 and meta["recipe"]["target_recall"] is None
+    assert meta["srm"] == str(Path(srm_dir).resolve())

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         patience=args.patience,
         val_share=args.val_share,
-        target_recall=None if args.target_lrm_share is not None else (args.target_recall or 0.95),
+        target_recall=_target_recall(args),
         target_lrm_share=args.target_lrm_share,
         seed=args.seed,
         device=args.device,
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     meta = {
-        "srm": args.srm,
+        "srm": _srm_name(args.srm),
         "lrm": labels.meta.get("lrm"),
         "labels": str(args.labels),
         "verifier": labels.meta.get("verifier"),
@@ -136,6 +136,18 @@ def _command_line(args: argparse.Namespace) -> str:
         flag = "--" + key.replace("_", "-")
         words += [flag] if value is True else [flag, str(value)]
     return shlex.join(words)
+
+
+def _target_recall(args: argparse.Namespace) -> float | None:
+    if args.target_lrm_share is not None:
+        return None
+    return 0.95 if args.target_recall is None else float(args.target_recall)
+
+
+def _srm_name(name: str) -> str:
+    """The SRM name for the router file: ``demo``, a local directory made absolute, a hub id."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name != "demo" and path.is_dir() else name
 
 
 def _srm_source(name: str) -> str:
