@@ -1,0 +1,47 @@
+"""Atomic writes and damaged-file checks shared by the R2R label shards and router files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors import SafetensorError
+
+from rankguide_graph.errors import ConfigError
+
+__all__ = ["file_mode", "write_atomically"]
+
+
+def write_atomically(
+    what: str, target: Path, writers: dict[Path, Callable[[Path], object]]
+) -> None:
+    """Write every file to a temporary sibling, then move them all into place.
+
+    If anything fails, the temporaries and any file already moved are removed, and a
+    ``ConfigError`` naming ``what`` and ``target`` is raised: no partial file is left behind.
+    """
+    temps = {final: final.with_name(final.name + ".tmp") for final in writers}
+    moved: list[Path] = []
+    mode = file_mode()
+    try:
+        for final, write in writers.items():
+            write(temps[final])
+            os.chmod(temps[final], mode)  # safetensors writes 0600; every file gets the usual
+        for final, tmp in temps.items():
+            os.replace(tmp, final)
+            moved.append(final)
+    except (OSError, SafetensorError) as err:
+        for leftover in [*temps.values(), *moved]:
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise ConfigError(f"could not write {what} to {str(target)!r}: {err}") from err
+
+
+def file_mode() -> int:
+    """The mode a new file gets here: ``0o666`` less the process's umask (0644 under 022)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
