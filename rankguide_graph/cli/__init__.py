@@ -1,4 +1,4 @@
-"""The ``rankguide`` command line: demo, run, eval, graph, calibrate, steer-eval, train-demo.
+"""The ``rankguide`` command line: demo, run, eval, graph, calibrate, steer-eval, train-demo, ...
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
 (bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2, and
@@ -16,6 +16,7 @@ from rankguide_graph.cli import (
     demo_cmd,
     eval_cmd,
     graph_cmd,
+    r2r_label_cmd,
     run_cmd,
     serve_cmd,
     steer_eval_cmd,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     steer_eval_cmd.register(commands)
     train_demo_cmd.register(commands)
     serve_cmd.register(commands)
+    r2r_label_cmd.register(commands)
     return parser
 
 
