@@ -115,6 +115,10 @@ class Divergence:
     """``context`` + the LRM's continuation, decoded as one sequence."""
     srm_path: str
     """``context`` + the SRM-token continuation, decoded as one sequence."""
+    lrm_ids: tuple[int, ...] = ()
+    """The LRM's own continuation (ids)."""
+    srm_ids: tuple[int, ...] = ()
+    """The continuation after the SRM's token (ids; the SRM's token first)."""
 
 
 Judge = Callable[[Sequence[Divergence]], Sequence[bool]]
@@ -457,6 +461,8 @@ def label_problem(
                 srm_text=_decode(tokenizer, alt),
                 lrm_path=_decode(tokenizer, prefix + own),
                 srm_path=_decode(tokenizer, prefix + alt),
+                lrm_ids=tuple(own),
+                srm_ids=tuple(alt),
             )
         )
     verdicts = list(verifier.judge(cases)) if cases else []
