@@ -296,3 +296,36 @@ def test_cli(model_dir, tmp_path, capsys):
     data.write_text('{"problem": "2 + 3?"}\n')
     assert main([*args, "--out", str(tmp_path / "new")]) == 2
     assert "exact verifier grades final answers" in capsys.readouterr().err
+
+
+def test_server_verifier_with_a_fake_server():
+    import httpx
+
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "judge-72b"}]})
+        if len(calls) == 2:  # the first chat request fails: it is retried
+            return httpx.Response(503, text="busy")
+        body = json.loads(request.content)
+        assert body["model"] == "judge-72b" and body["temperature"] == 0.0
+        prompt = body["messages"][0]["content"]
+        assert "Continuation A (reference)\nfive" in prompt and "six" in prompt
+        return httpx.Response(200, json={"choices": [{"message": {"content": "1"}}]})
+
+    verifier = model_verifier("http://judge:8000", transport=httpx.MockTransport(handler))
+    assert verifier.name == "model:judge-72b"
+    case = Divergence(Problem("p", "q", "", 1), 0, 1, 2, "2 + 3 is ", "five", "six", "", "")
+    assert list(verifier.judge([case])) == [True]
+    assert calls == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_local_model_verifier(model_dir):
+    verifier = model_verifier(str(model_dir), max_tokens=4)
+    assert verifier.name == f"model:{model_dir}" and verifier.scope == "sentence"
+    case = Divergence(Problem("p", "q", "", 1), 0, 1, 2, "2 + 3 is ", "five", "six", "", "")
+    verdicts = list(verifier.judge([case, case]))
+    assert len(verdicts) == 2 and all(isinstance(v, bool) for v in verdicts)
+    assert verdicts[0] == verdicts[1]  # greedy: the same case gets the same verdict

@@ -184,15 +184,17 @@ def model_verifier(
     retries: int = 3,
     timeout_s: float = 120.0,
     max_tokens: int = 16,
+    transport: Any = None,
 ) -> Verifier:
     """A chat model judging sentence-level continuations: a local path, or a server URL.
 
     ``model`` starting with ``http://`` or ``https://`` is an OpenAI-compatible server (``name``:
     its model; default the first of ``/v1/models``); a request is tried ``retries`` times, then
     :class:`VerifierError`. Anything else is a local checkpoint (:func:`load_causal_lm`).
+    ``transport`` (an ``httpx`` transport) replaces the network, for tests.
     """
     if model.startswith(("http://", "https://")):
-        return _server_verifier(model, name, retries, timeout_s, max_tokens)
+        return _server_verifier(model, name, retries, timeout_s, max_tokens, transport)
     from rankguide_graph.backend import load_causal_lm
 
     loaded = load_causal_lm(model, device=device, dtype=dtype)
@@ -215,14 +217,14 @@ def model_verifier(
 
 
 def _server_verifier(
-    url: str, name: str | None, retries: int, timeout_s: float, max_tokens: int
+    url: str, name: str | None, retries: int, timeout_s: float, max_tokens: int, transport: Any
 ) -> Verifier:
     import httpx
 
     base = url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    client = httpx.Client(timeout=timeout_s)
+    client = httpx.Client(timeout=timeout_s, transport=transport)
 
     def request(method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
         error: Exception | None = None
