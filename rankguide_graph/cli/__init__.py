@@ -1,6 +1,6 @@
 """The ``rankguide`` command line: demo, run, eval, graph, calibrate, steer-eval, train-demo, ...
 
-The others: serve, r2r-train.
+The others: serve, r2r-label, r2r-train.
 
 Each subcommand lives in its own module and registers itself on the parser; errors a user can fix
 (bad settings, a missing model, mismatched tokenizers) print one line and exit with status 2, and
@@ -18,6 +18,7 @@ from rankguide_graph.cli import (
     demo_cmd,
     eval_cmd,
     graph_cmd,
+    r2r_label_cmd,
     r2r_train_cmd,
     run_cmd,
     serve_cmd,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     steer_eval_cmd.register(commands)
     train_demo_cmd.register(commands)
     serve_cmd.register(commands)
+    r2r_label_cmd.register(commands)
     r2r_train_cmd.register(commands)
     return parser
 

@@ -4,6 +4,8 @@ At every token the SRM proposes, a small neural router reads the SRM's last-laye
 its top-k logit values and the embedding of the proposed token, and predicts whether that token is
 "divergent" (would change the outcome); routed tokens are written by the LRM instead.
 
+- :mod:`.labelling`: labels by path-following (``rankguide r2r-label``): where the SRM's greedy
+  token differs from the LRM's, the LRM continues from both and a verifier decides.
 - :mod:`.labels_io`: the label shards (``labels.json`` + ``shard-NNNNN.safetensors``) that
   ``rankguide r2r-label`` writes and ``rankguide r2r-train`` reads.
 - :mod:`.router`: the router network, its file (safetensors + JSON sidecar, never pickle) and
