@@ -329,3 +329,23 @@ def test_local_model_verifier(model_dir):
     verdicts = list(verifier.judge([case, case]))
     assert len(verdicts) == 2 and all(isinstance(v, bool) for v in verdicts)
     assert verdicts[0] == verdicts[1]  # greedy: the same case gets the same verdict
+
+
+def test_labels_written_here_train_a_router_with_r2r_train(pair, problems, tmp_path, capsys):
+    """The two halves share one format: r2r-train reads what label_problems wrote."""
+    from rankguide_graph.r2r import load_router, read_label_dir
+
+    srm, lrm, prompts, _, _ = pair
+    out = tmp_path / "labels"
+    label_problems(
+        srm, lrm, problems, prompts, fake_verifier([]), out,
+        max_new_tokens=MAX_NEW, sentence_tokens=6, shard_problems=1, progress=False,
+    )  # fmt: skip
+    labels = read_label_dir(out)
+    assert int(labels.labels.sum()) == 2 and labels.hidden.shape[1] == srm.hidden_size
+    router_path = tmp_path / "router.safetensors"
+    argv = ["r2r-train", "--labels", str(out), "--out", str(router_path), "--srm", srm.name]
+    argv += ["--epochs", "2", "--lr", "1e-3", "--val-share", "0.5", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    router = load_router(router_path, srm)
+    assert 0.0 <= router.threshold <= 1.0
