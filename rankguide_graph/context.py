@@ -44,6 +44,8 @@ RUN_DEFINING = (
     "accept_score",
     "judge_mode",
     "step_scorer",
+    "router",
+    "router_threshold",
     "answer_model",
     "max_steps",
     "max_step_tokens",
@@ -117,6 +119,11 @@ class RankGuideContext:
     step_scorer: str = "lrm-loglik"
     """TRIM: ``"lrm-loglik"`` (the LRM's mean token likelihood of the draft) or the path of a
     process reward model."""
+    router: str | None = None
+    """R2R: the router file (``rankguide r2r-train``) that scores each SRM token."""
+    router_threshold: float | None = None
+    """R2R: route a token when the router's probability is above this (0 always, 1 never);
+    ``None`` takes the threshold the router file was saved with (chosen on validation)."""
 
     # -- budgets and decoding -------------------------------------------------------------------
     answer_model: AnswerModel | None = None
@@ -187,6 +194,8 @@ class RankGuideContext:
         check_number("glimpse_threshold", self.glimpse_threshold, minimum=0.0)
         if self.accept_score is not None:
             check_number("accept_score", self.accept_score)
+        if self.router_threshold is not None:
+            check_number("router_threshold", self.router_threshold, minimum=0.0, maximum=1.0)
         if self.judge_mode not in ("greedy", "weighted"):
             raise ConfigError(f"judge_mode (={self.judge_mode!r}) must be 'greedy' or 'weighted'")
         if self.answer_model not in (None, "srm", "lrm"):

@@ -124,6 +124,9 @@ class StepRecord(TypedDict):
     """The scored SRM draft (kept, or discarded and replaced by this LRM step)."""
     seconds: float
     """Wall time of writing it (catch-up prefill included; draft and scoring excluded)."""
+    written: NotRequired[dict[str, int]]
+    """Tokens each model wrote in it: R2R's steps mix both; absent in checkpoints made before
+    token-level routing (the step's ``model`` wrote all ``n_tokens``)."""
 
 
 class ReasoningInput(TypedDict):

@@ -65,3 +65,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def llama_router(model_dirs, tmp_path_factory) -> str:
+    """An untrained R2R router file for the llama pair's SRM (threshold 0.5)."""
+    from rankguide_graph.r2r import R2RRouter, RouterConfig, save_router, srm_vocab_size
+
+    srm = load_causal_lm(model_dirs["llama"]["srm"])
+    torch.manual_seed(0)
+    config = RouterConfig(hidden_size=srm.hidden_size, vocab_size=srm_vocab_size(srm), width=16)
+    path = tmp_path_factory.mktemp("router") / "router.safetensors"
+    save_router(R2RRouter(config), path, {"srm": str(model_dirs["llama"]["srm"]), "threshold": 0.5})
+    return str(path)

@@ -58,11 +58,12 @@ def _check_trace(out):
 
 
 @pytest.mark.parametrize("policy", sorted(available_policies()))
-def test_every_policy_runs_end_to_end(graph, pair, policy):
-    out = _run(graph, pair, policy)
+def test_every_policy_runs_end_to_end(graph, pair, policy, llama_router):
+    extra = {"router": llama_router} if policy == "r2r" else {}
+    out = _run(graph, pair, policy, **extra)
     _check_trace(out)
     models = {s["model"] for s in out["steps"]}
-    if policy == "srm-only":
+    if policy in ("srm-only", "r2r"):  # R2R's LRM tokens sit inside SRM steps (``written``)
         assert models == {"srm"} and out["totals"]["answer_model"] == "srm"
     if policy == "lrm-only":
         assert models == {"lrm"}

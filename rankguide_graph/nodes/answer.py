@@ -38,6 +38,7 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
     reasoning = "".join(s["text"] for s in steps)
     model = session.policy.final_answer_model
     n_answer, seconds, stop_reason = 0, 0.0, "eos"
+    answer_written: dict[str, int] | None = None
     if state.get("thinking_end") == "eos":
         text = reasoning.split(THINK_END, 1)[1] if THINK_END in reasoning else steps[-1]["text"]
         final = str(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
@@ -55,11 +56,17 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
             session.engine.extend(prefix_ids)
             for token in prefix_ids:
                 stream.push(token)
+        router = session.policy.token_router if model == "srm" else None
         with session.models():
             try:
-                step = session.engine.generate_step(
-                    model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
-                )
+                if router is not None:  # R2R: the answer is routed token by token too
+                    step = session.engine.generate_step_routed(
+                        router, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
+                    )
+                else:
+                    step = session.engine.generate_step(
+                        model, context.max_answer_tokens, at_delimiter=False, on_token=stream.push
+                    )
             except RemoteLRMError as err:
                 if model != "lrm" or not context.lrm_fallback:
                     raise
@@ -71,6 +78,7 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         final = stream.finish()
         n_answer, seconds = len(step.token_ids), step.seconds
         stop_reason = _answer_end(step.stop_reason)
+        answer_written = dict(step.written)
     model_seconds = dict(state.get("model_seconds", {}))
     model_seconds[model] = model_seconds.get(model, 0.0) + seconds
     totals = run_totals(
@@ -81,6 +89,7 @@ def answer(state: ReasoningState, runtime: Runtime[RankGuideContext]) -> dict:
         prompt_tokens=state["prompt_len"],
         model_seconds=model_seconds,
         wall_seconds=time.time() - state["started_at"],
+        answer_written=answer_written,
     )
     emit(runtime, "answer", answer=final.strip(), totals=totals)
     SESSIONS.close(state["run_id"])
@@ -157,6 +166,7 @@ def run_totals(
     wall_seconds: float,
     answer_stop_reason: str = "eos",
     prompt_tokens: int = 0,
+    answer_written: dict[str, int] | None = None,
 ) -> dict:
     """The run's totals: what the paper reports per run, and where the time went.
 
@@ -167,9 +177,11 @@ def run_totals(
     ended (``eos``, ``max_step_tokens`` at ``max_answer_tokens``, ``context_full``).
     """
     tokens = {"srm": 0, "lrm": 0}
-    for s in steps:
-        tokens[s["model"]] += s["n_tokens"]
-    tokens[answer_model] += answer_tokens
+    for s in steps:  # an R2R step counts each model's tokens (``written``)
+        for name, n in (s.get("written") or {s["model"]: s["n_tokens"]}).items():
+            tokens[name] += n
+    for name, n in (answer_written or {answer_model: answer_tokens}).items():
+        tokens[name] += n
     written = tokens["srm"] + tokens["lrm"]
     return {
         "steps": len(steps),

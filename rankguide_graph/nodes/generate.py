@@ -65,9 +65,13 @@ def _write_step(
     room = context.max_thinking_tokens - (len(state["sequence"]) - state["prompt_len"])
     decision = state["decision"]
     budget = max(1, min(context.max_step_tokens, room))
+    router = session.policy.token_router if model == "srm" else None
     with session.models():
         try:
-            step = session.engine.generate_step(model, budget)
+            if router is not None:  # R2R: the router hands single tokens to the LRM
+                step = session.engine.generate_step_routed(router, budget)
+            else:
+                step = session.engine.generate_step(model, budget)
         except RemoteLRMError as err:
             if model != "lrm" or not context.lrm_fallback:
                 raise
@@ -85,6 +89,7 @@ def _write_step(
         decision=decision,
         draft=state.get("rejected"),
         seconds=step.seconds,
+        written=dict(step.written),
     )
     update: dict = {**session.text_update(state), "model_seconds": {model: step.seconds}}
     if model == "srm" and session.policy.verifies_drafts:

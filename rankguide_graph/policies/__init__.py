@@ -9,6 +9,7 @@ from rankguide_graph.policies.base import RoutingPolicy
 from rankguide_graph.policies.baselines import LrmOnlyPolicy, SrmOnlyPolicy
 from rankguide_graph.policies.decision import BoundarySignals, Route, RouteDecision
 from rankguide_graph.policies.glimprouter import GlimpRouterPolicy, glimprouter_route
+from rankguide_graph.policies.r2r import R2RPolicy
 from rankguide_graph.policies.rankguide import (
     RankGuidePolicy,
     RankGuideThresholds,
@@ -25,6 +26,7 @@ from rankguide_graph.policies.trim import TrimPolicy
 from rankguide_graph.policies.verification import accept_draft, specreason_score
 
 __all__ = [
+    "R2RPolicy",
     "BoundarySignals",
     "GlimpRouterPolicy",
     "LrmOnlyPolicy",

@@ -22,6 +22,7 @@ from rankguide_graph.policies.decision import BoundarySignals, RouteDecision
 from rankguide_graph.policies.verification import accept_draft
 
 if TYPE_CHECKING:
+    from rankguide_graph.backend.runner import TokenInspector
     from rankguide_graph.context import RankGuideContext
     from rankguide_graph.scoring.draft import DraftView
     from rankguide_graph.session import RunSession
@@ -52,6 +53,9 @@ class RoutingPolicy:
     def __init__(self, context: RankGuideContext) -> None:
         """Bind the policy to one run's settings."""
         self.context = context
+        self.token_router: TokenInspector | None = None
+        """Token-level routing (R2R): when set, the SRM writes its steps and the answer with
+        :meth:`~rankguide_graph.backend.StepEngine.generate_step_routed` and this router."""
 
     def setup(self, session: RunSession) -> None:
         """Prepare per-run resources (a scorer, a judge cache); called when a session opens."""
