@@ -441,3 +441,24 @@ def test_eval_concurrency_is_checked(pair, dataset, tmp_path, capsys):
     assert _eval(pair, dataset, tmp_path / "o", "--concurrency", "0") == 2
     assert "--concurrency (=0) must be >= 1" in capsys.readouterr().err
     assert _eval(pair, dataset, tmp_path / "p", "--policies", "srm-only", "--concurrency", "2") == 0
+
+
+def test_activated_parameters_per_token_follow_r2r_s_definition(pair, problems, llama_router):
+    from rankguide_graph.session import POOL
+
+    sizes = {
+        role: sum(p.numel() for p in POOL.load(pair[role]).model.parameters()) for role in pair
+    }
+    runs = [
+        PolicyRun("srm-only"),
+        PolicyRun("lrm-only"),
+        PolicyRun("r2r", {"router": llama_router}),
+    ]
+    base = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], **BUDGET)
+    rows = {r["run"]: r for r in summarize(evaluate(problems, runs, base, progress=False))}
+    assert rows["srm-only"]["activated_params"] == pytest.approx(sizes["srm"])
+    assert rows["lrm-only"]["activated_params"] == pytest.approx(sizes["lrm"])
+    r2r = next(r for name, r in rows.items() if name.startswith("r2r"))
+    router = r2r["activated_params"] - sizes["srm"] - sizes["lrm"] * r2r["lrm_token_share"]
+    assert 0 < router < sizes["srm"]  # SRM + router on every token, the LRM on its share
+    assert "act. params (M)" in markdown_table(list(rows.values()))

@@ -21,8 +21,9 @@ from rankguide_graph.evaluation.datasets import Problem
 
 __all__ = ["DEMO_DATASETS", "demo_context", "demo_dir", "demo_problems", "demo_settings"]
 
-DEMO_DATASETS = {"demo": "test", "demo-validation": "validation"}
-"""Dataset names of the demo task and the split each reads (thresholds are tuned on validation)."""
+DEMO_DATASETS = {"demo": "test", "demo-validation": "validation", "demo-train": "train"}
+"""Dataset names of the demo task and the split each reads (thresholds are tuned on validation;
+``demo-train`` is what the pair and its R2R router were trained on)."""
 
 
 def demo_dir() -> Path:

@@ -19,13 +19,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from tqdm.auto import tqdm
 
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.evaluation.datasets import Problem
 from rankguide_graph.evaluation.grading import extract_answer, is_correct
+from rankguide_graph.evaluation.params import activated_parameter_tokens, model_sizes
 from rankguide_graph.evaluation.runs import PolicyRun
 
 __all__ = ["ProblemRecord", "StepSignals", "evaluate", "records_by_pair", "warm_up"]
@@ -63,6 +64,9 @@ class ProblemRecord(TypedDict):
     thinking_end: str | None
     error: str | None
     signals: list[StepSignals]
+    activated_param_tokens: NotRequired[float | None]
+    """Parameters run, summed over the kept tokens (:mod:`~rankguide_graph.evaluation.params`);
+    ``None`` with a remote LRM; absent in records of older evaluations."""
 
 
 WARM_UP_TRIES = 3
@@ -236,6 +240,7 @@ def solve(graph: Any, run: PolicyRun, context: RankGuideContext, problem: Proble
         return base
     latency = time.perf_counter() - started
     totals = out["totals"]
+    sizes = model_sizes(context)
     finished = {
         "predicted": extract_answer(out["answer"]),
         "correct": is_correct(out["answer"], problem.answer),
@@ -247,6 +252,7 @@ def solve(graph: Any, run: PolicyRun, context: RankGuideContext, problem: Proble
         "validation_step_ratio": float(totals["validation_step_ratio"]),
         "routing": dict(totals["routing"]),
         "thinking_end": out["thinking_end"],
+        "activated_param_tokens": activated_parameter_tokens(run.policy, totals["tokens"], sizes),
         "signals": [
             StepSignals(
                 model=s["model"],

@@ -59,9 +59,19 @@ def _row(group: list[ProblemRecord]) -> dict[str, Any]:
         "srm_tokens": avg([r["tokens"].get("srm", 0) for r in done]),
         "lrm_tokens": avg([r["tokens"].get("lrm", 0) for r in done]),
         "lrm_token_share": _share(done),
+        "activated_params": _activated(done),
         "validation_step_ratio": avg([r["validation_step_ratio"] for r in done]),
         "routing": dict(sorted(routing.items())),
     }
+
+
+def _activated(done: list[ProblemRecord]) -> float | None:
+    """Average parameters run per kept token, pooled over the problems (R2R's metric)."""
+    sums = [r.get("activated_param_tokens") for r in done]
+    if not sums or any(s is None for s in sums):
+        return None
+    tokens = sum(r["tokens"].get("srm", 0) + r["tokens"].get("lrm", 0) for r in done)
+    return sum(s for s in sums if s is not None) / tokens if tokens else None
 
 
 def _share(done: list[ProblemRecord]) -> float | None:
@@ -75,7 +85,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table (Table 1's columns first, then the routing detail)."""
     header = (
         "| run | n | accuracy (%) | Δ acc vs LRM (pts) | latency (s) | latency vs LRM | "
-        "steps | SRM tok | LRM tok | LRM share (%) | validation ratio | routing |"
+        "steps | SRM tok | LRM tok | LRM share (%) | act. params (M) | validation ratio | "
+        "routing |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
@@ -87,9 +98,14 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_fmt(r['latency_vs_lrm'], '.2f')}x | {_fmt(r['avg_steps'], '.1f')} | "
             f"{_fmt(r['srm_tokens'], '.0f')} | {_fmt(r['lrm_tokens'], '.0f')} | "
             f"{_fmt(None if r['lrm_token_share'] is None else 100 * r['lrm_token_share'], '.1f')}"
+            f" | {_fmt(_millions(r.get('activated_params')), '.2f')}"
             f" | {_fmt(r['validation_step_ratio'], '.3f')} | {routing} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _millions(value: float | None) -> float | None:
+    return None if value is None else value / 1e6
 
 
 def _fmt(value: float | None, spec: str) -> str:
