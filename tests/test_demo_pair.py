@@ -52,7 +52,7 @@ def test_demo_context_takes_the_pairs_settings_and_overrides(root):
     assert context.policy == "glimprouter" and context.t_e == 0.5
     settings = json.loads((root / "settings.json").read_text())["context"]
     assert all(getattr(demo_context(), k) == v for k, v in settings.items()
-               if k != "steering_vector")  # fmt: skip
+               if k not in ("steering_vector", "router"))  # fmt: skip
 
 
 def test_rankguide_demo_shows_steps_answers_and_totals(capsys):
@@ -121,3 +121,18 @@ def test_the_chat_examples_run_on_the_demo_pair(example, expected, capsys, monke
     monkeypatch.setattr("sys.argv", [example])
     runpy.run_path(str(Path(__file__).parent.parent / "examples" / example), run_name="__main__")
     assert expected in capsys.readouterr().out
+
+
+def test_the_shipped_r2r_router_belongs_to_the_pair_and_routes_without_training(root):
+    from rankguide_graph.backend import load_causal_lm
+    from rankguide_graph.r2r import load_router
+
+    context = demo_context(policy="r2r")
+    assert context.router == str(root / "r2r" / "router.safetensors")
+    router = load_router(context.router, load_causal_lm(root / "srm"))
+    meta = json.loads((root / "r2r" / "router.safetensors.json").read_text())
+    assert router.threshold == meta["threshold"] and meta["srm"] == "demo"
+    assert meta["metrics"]["recall"] >= 0.95  # the target it was chosen for, on validation
+    message = ChatRankGuide(model="demo", policy="r2r").invoke(demo_problems("demo", 1)[0].problem)
+    routing = message.response_metadata["routing"]
+    assert routing["routing"].keys() == {"r2r"} and 0.0 <= routing["lrm_token_share"] <= 1.0

@@ -42,16 +42,17 @@ def demo_dir() -> Path:
 def demo_settings() -> dict[str, Any]:
     """The pair's model paths and the run settings chosen for it (``settings.json``).
 
-    A steering vector file named there is resolved against the pair's directory.
+    A steering vector or R2R router file named there is resolved against the pair's directory.
     """
     root = demo_dir()
     settings: dict[str, Any] = {"srm": str(root / "srm"), "lrm": str(root / "lrm")}
     path = root / "settings.json"
     if path.is_file():
         settings.update(json.loads(path.read_text())["context"])
-    steering = settings.get("steering_vector")
-    if steering is not None and not Path(steering).is_absolute():
-        settings["steering_vector"] = str(root / steering)
+    for name in ("steering_vector", "router"):  # files named relative to the pair's directory
+        value = settings.get(name)
+        if value is not None and not Path(value).is_absolute():
+            settings[name] = str(root / value)
     return settings
 
 

@@ -34,8 +34,10 @@ DEFAULT_GRIDS: dict[str, Grid] = {
     "glimprouter": {"glimpse_threshold": (0.7, 0.9, 1.0, 1.1)},
     "specreason": {"accept_score": (7, 8, 9)},
     "trim": {"accept_score": (0.3, 0.5, 0.7)},
+    "r2r": {"router_threshold": (0.05, 0.1, 0.2, 0.3, 0.5)},
 }
-"""The threshold grid ``--sweep`` runs per policy (policies without one run once)."""
+"""The threshold grid ``--sweep`` runs per policy (policies without one run once); R2R's is
+the router's probability threshold (its file holds the one chosen on validation)."""
 
 
 @dataclass(frozen=True)
