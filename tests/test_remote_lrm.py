@@ -93,18 +93,25 @@ def _context(pair, lrm: str, policy: str, **kwargs) -> RankGuideContext:
     )
 
 
-@pytest.mark.parametrize("policy", ["lrm-only", "rankguide", "specreason", "trim"])
-def test_a_remote_lrm_writes_what_the_local_one_writes(pair, lrm_server, policy):
+@pytest.mark.parametrize("policy", ["lrm-only", "rankguide", "specreason", "trim", "r2r"])
+def test_a_remote_lrm_writes_what_the_local_one_writes(pair, lrm_server, policy, llama_router):
     graph = build_graph()
-    local = graph.invoke({"question": QUESTION}, context=_context(pair, str(pair["lrm"]), policy))
-    remote = graph.invoke({"question": QUESTION}, context=_context(pair, lrm_server, policy))
+    # R2R at threshold 0: every token is a request of one token to the remote LRM.
+    extra = {"router": llama_router, "router_threshold": 0.0} if policy == "r2r" else {}
+    local_context = _context(pair, str(pair["lrm"]), policy, **extra)
+    local = graph.invoke({"question": QUESTION}, context=local_context)
+    remote = graph.invoke(
+        {"question": QUESTION}, context=_context(pair, lrm_server, policy, **extra)
+    )
     assert [(s["model"], s["text"]) for s in remote["steps"]] == [
         (s["model"], s["text"]) for s in local["steps"]
     ]
     assert remote["answer"] == local["answer"]
     assert remote["totals"]["routing"] == local["totals"]["routing"]
     assert remote["totals"]["tokens"] == local["totals"]["tokens"]
-    if policy != "rankguide":  # the LRM wrote (or judged) every step
+    if policy == "r2r":  # the LRM wrote every token, inside the SRM's steps
+        assert remote["totals"]["lrm_token_share"] == 1.0
+    elif policy != "rankguide":  # the LRM wrote (or judged) every step
         assert "lrm" in {s["model"] for s in remote["steps"]}
     drafts = [s["draft"]["score"] for s in remote["steps"] if s["draft"]]
     local_drafts = [s["draft"]["score"] for s in local["steps"] if s["draft"]]
