@@ -50,12 +50,14 @@ class RoutingPolicy:
     default_accept_score: ClassVar[float] = 0.0
     """Acceptance threshold of :meth:`accept` unless the run sets ``accept_score``."""
 
+    token_router: TokenInspector | None = None
+    """Token-level routing (R2R): when a policy sets it (in :meth:`setup`), the SRM writes its
+    steps and the answer with :meth:`~rankguide_graph.backend.StepEngine.generate_step_routed`
+    and this router."""
+
     def __init__(self, context: RankGuideContext) -> None:
         """Bind the policy to one run's settings."""
         self.context = context
-        self.token_router: TokenInspector | None = None
-        """Token-level routing (R2R): when set, the SRM writes its steps and the answer with
-        :meth:`~rankguide_graph.backend.StepEngine.generate_step_routed` and this router."""
 
     def setup(self, session: RunSession) -> None:
         """Prepare per-run resources (a scorer, a judge cache); called when a session opens."""
