@@ -373,8 +373,10 @@ class SessionRegistry:
     def get(self, state: ReasoningState, context: RankGuideContext) -> RunSession:
         """The session of ``state``'s run, synced to its text (rebuilt if it was lost)."""
         run_id = state["run_id"]
-        with self._cond:
+        with self._cond:  # marked active in the same breath: never picked as an idle victim
             session = self._sessions.get(run_id)
+            if session is not None:
+                session.last_active = time.monotonic()
         if session is not None and session.context != context:
             self.close(run_id)
             session = None

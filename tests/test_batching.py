@@ -442,3 +442,37 @@ def test_a_sliding_window_model_runs_each_pass_alone_and_equals_the_runs_alone(t
         assert a[0] == b[0]
         torch.testing.assert_close(b[2], a[2], atol=0, rtol=0)
     scheduler.close()
+
+
+def test_an_idle_run_gives_its_rows_to_a_waiting_one_and_resumes_from_its_state(pair):
+    """A paused run (here: interrupted before a node) holds rows; when another run needs them
+    and the paused one has been idle long enough, it gives them up and is rebuilt later."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = build_graph()
+    reference = _graph_run(graph, pair, "rankguide", "Add 5 and 9.")
+    schedulers = [POOL.scheduler(POOL.load(pair[role])) for role in ("srm", "lrm")]
+    limits = [s.slots.slots for s in schedulers]
+    idle = SESSIONS.idle_reclaim_s
+    for s in schedulers:
+        s.slots.slots = 1
+    SESSIONS.idle_reclaim_s = 0.2
+    try:
+        paused = build_graph(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": "paused"}}
+        context = RankGuideContext(srm=pair["srm"], lrm=pair["lrm"], policy="rankguide", **BUDGET)
+        paused.invoke(
+            {"question": "Add 5 and 9."}, config, context=context, interrupt_before=["steer"]
+        )
+        paused.invoke(None, config, context=context, interrupt_before=["steer"])
+        assert len(SESSIONS) == 1  # the paused run holds the only row of each model
+        assert all(s.slots.rows_in_use == 1 for s in schedulers)
+        other = _graph_run(graph, pair, "srm-only", "Name a prime above 20.")  # waits, reclaims
+        assert other["answer"] is not None
+        out = paused.invoke(None, config, context=context)  # rebuilt from its checkpoint
+    finally:
+        SESSIONS.idle_reclaim_s = idle
+        for s, limit in zip(schedulers, limits, strict=True):
+            s.slots.slots = limit
+    assert (out["reasoning"], out["answer"]) == (reference["reasoning"], reference["answer"])
+    assert len(SESSIONS) == 0
