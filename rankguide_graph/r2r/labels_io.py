@@ -32,9 +32,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rankguide_graph.atomic_files import write_atomically
 from rankguide_graph.backend.loading import safetensors_problem
 from rankguide_graph.errors import ConfigError
-from rankguide_graph.r2r.files import write_atomically
 
 __all__ = [
     "LABELS_FORMAT",

@@ -33,9 +33,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rankguide_graph.atomic_files import write_atomically
 from rankguide_graph.backend.loading import LoadedModel, safetensors_problem
 from rankguide_graph.errors import ConfigError, ModelLoadError
-from rankguide_graph.r2r.files import write_atomically
 
 __all__ = [
     "ROUTER_FORMAT",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rankguide_graph.atomic_files import write_atomically
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.steering.vector import SteeringVector
 
@@ -38,6 +39,9 @@ VectorKind = Literal["rankguide", "seal"]
 TENSOR_NAMES: dict[str, str] = {"rankguide": "vector", "seal": "seal_vector"}
 """Tensor name of each vector in a file: the RankGuide one is the plain ``"vector"``."""
 
+WHAT = "the steering vector"
+"""How errors name what could not be written."""
+
 
 def save_steering_vector(
     path: str | os.PathLike[str], vector: SteeringVector, metadata: dict[str, str] | None = None
@@ -48,7 +52,7 @@ def save_steering_vector(
     if vector.model is not None:
         meta.setdefault("model", vector.model)
     tensors = {"vector": _cpu(vector.vector)}
-    _write_atomically(target, {target: lambda tmp: save_file(tensors, tmp, meta)})
+    write_atomically(WHAT, target, {target: lambda tmp: save_file(tensors, tmp, meta)})
     return target
 
 
@@ -76,7 +80,8 @@ def save_calibration(
     strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in readable.items()}
     tensors = {"vector": _cpu(rankguide.vector), "seal_vector": _cpu(seal.vector)}
     text = json.dumps(readable, indent=2, ensure_ascii=False) + "\n"
-    _write_atomically(
+    write_atomically(
+        WHAT,
         target,
         {
             target: lambda tmp: save_file(tensors, tmp, strings),
@@ -135,32 +140,3 @@ def load_steering_vector(
 
 def _cpu(vector: torch.Tensor) -> torch.Tensor:
     return vector.detach().float().cpu().contiguous()  # (d_hid,) float32
-
-
-def _write_atomically(target: Path, writers: dict[Path, Callable[[Path], object]]) -> None:
-    """Write every file to a temporary sibling, then move them all into place.
-
-    If anything fails, the temporaries and any file already moved are removed, and a
-    ``ConfigError`` naming ``target`` is raised.
-    """
-    temps = {final: final.with_name(final.name + ".tmp") for final in writers}
-    moved: list[Path] = []
-    mode = _file_mode()
-    try:
-        for final, write in writers.items():
-            write(temps[final])
-            os.chmod(temps[final], mode)  # safetensors writes 0600; every file gets the usual
-        for final, tmp in temps.items():
-            os.replace(tmp, final)
-            moved.append(final)
-    except (OSError, SafetensorError) as err:
-        for leftover in [*temps.values(), *moved]:
-            leftover.unlink(missing_ok=True)
-        raise ConfigError(f"could not write the steering vector to {str(target)!r}: {err}") from err
-
-
-def _file_mode() -> int:
-    """The mode a new file gets here: ``0o666`` less the process's umask (0644 under 022)."""
-    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    return 0o666 & ~umask

@@ -1,4 +1,10 @@
-"""Atomic writes and damaged-file checks shared by the R2R label shards and router files."""
+"""Writing a group of files atomically, with the mode any new file gets.
+
+Steering vectors and their sidecars, R2R routers and their metadata, R2R label shards: each is
+written to a temporary sibling and moved into place (``os.replace``), so a failure (a full disk,
+an interrupt) leaves no half-written file behind. ``safetensors`` creates its files ``0600``;
+every file written here gets the process's usual mode instead (``0666`` less the umask).
+"""
 
 from __future__ import annotations
 
