@@ -67,6 +67,7 @@ from rankguide_graph.backend.runner import common_prefix
 from rankguide_graph.errors import ConfigError, RankGuideError
 from rankguide_graph.evaluation.datasets import PROBLEM_KEYS, Problem
 from rankguide_graph.evaluation.grading import is_correct
+from rankguide_graph.r2r.labels_io import LABELS_FORMAT, write_label_meta, write_label_shard
 
 __all__ = [
     "FORMAT",
@@ -86,7 +87,7 @@ __all__ = [
     "sentence_end_ids",
 ]
 
-FORMAT = "rankguide-r2r-labels/1"
+FORMAT = LABELS_FORMAT
 TOP_K = 100
 SENTENCE_ENDS = (".", "!", "?")
 Scope = Literal["answer", "sentence"]
@@ -527,20 +528,6 @@ def check_out(out: str | os.PathLike[str], *, resume: bool) -> bool:
     return existing
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
 class LabelWriter:
     """A label directory: shards written atomically, ``labels.json`` updated after each."""
 
@@ -613,14 +600,11 @@ class LabelWriter:
             raise ConfigError(f"cannot write in --out {os.fspath(self.out)!r}: not writable")
 
     def _write_manifest(self) -> None:
-        text = json.dumps(self.manifest, indent=2) + "\n"
-        _atomic_write(self.out / "labels.json", lambda p: _write_text(p, text))
+        write_label_meta(self.out, self.manifest)
 
     def write_shard(self, items: Sequence[tuple[int, ProblemLabels]]) -> str:
         """One shard of ``(problem index, labels)``; the manifest is updated after it."""
-        from safetensors.torch import save_file
-
-        name = f"shard-{len(self.manifest['shards']):05d}.safetensors"
+        index = len(self.manifest["shards"])
         tensors = {
             "hidden": torch.cat([p.hidden for _, p in items]).contiguous(),
             "topk_logits": torch.cat([p.topk_logits for _, p in items]).contiguous(),
@@ -630,7 +614,7 @@ class LabelWriter:
                 [torch.full((len(p.response),), i, dtype=torch.int64) for i, p in items]
             ),
         }
-        _atomic_write(self.out / name, lambda p: save_file(tensors, str(p)))
+        name = write_label_shard(self.out, index, tensors).name  # the format of labels_io
         counts = self.manifest["counts"]
         counts["problems"] += len(items)
         counts["tokens"] += sum(len(p.response) for _, p in items)
