@@ -8,7 +8,7 @@ template as it is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -131,7 +131,7 @@ def check_text(name: str, value: Any) -> None:
     Python holds such text when bytes that are not UTF-8 were decoded with ``surrogateescape``
     (a command-line argument in a non-UTF-8 locale) or when JSON carried ``"\\ud800"``.
     """
-    found = _invalid_text(value, name)
+    found = first_invalid_text(value, name)
     if found is None:
         return
     path, text, position = found
@@ -144,8 +144,14 @@ def check_text(name: str, value: Any) -> None:
     )
 
 
-def _invalid_text(value: Any, path: str) -> tuple[str, str, int] | None:
-    """``(path, string, position)`` of the first string in ``value`` that is not UTF-8-able."""
+def first_invalid_text(
+    value: Any, path: str, join: Callable[[str, Any], str] | None = None
+) -> tuple[str, str, int] | None:
+    """``(path, string, position)`` of the first string in ``value`` that is not UTF-8-able.
+
+    Walks strings, mappings (keys and values), lists and tuples; ``join(path, key)`` names a
+    nested item (default: Python subscripts, ``messages[3]['content']``).
+    """
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -158,12 +164,17 @@ def _invalid_text(value: Any, path: str) -> tuple[str, str, int] | None:
         items = enumerate(value)
     else:
         return None
+    join = join or _subscript
     for key, item in items:
-        here = f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"
-        found = _invalid_text(key, here) or _invalid_text(item, here)
+        here = join(path, key)
+        found = first_invalid_text(key, here, join) or first_invalid_text(item, here, join)
         if found:
             return found
     return None
+
+
+def _subscript(path: str, key: Any) -> str:
+    return f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"
 
 
 def _text_of(content: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from rankguide_graph.backend.prompting import first_invalid_text
 from rankguide_graph.server.errors import bad_request
 
 MAX_SEED = 2**63 - 1
@@ -211,27 +212,19 @@ def invalid_text(value: Any, path: str = "") -> tuple[str, int, str] | None:
     """The first string in ``value`` that is not valid Unicode: ``(path, position, char)``.
 
     A lone surrogate (``"\\ud800"`` in JSON) decodes to a Python string no tokenizer takes.
+    Fields are named as dotted paths (``messages.3.content``).
     """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
-            return path, err.start, value[err.start]
-        return None
     if isinstance(value, BaseModel):
         value = value.model_dump()
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
+    found = first_invalid_text(value, path, _dotted)
+    if found is None:
         return None
-    for key, item in items:
-        key_path = f"{path}.{key}" if path else str(key)
-        found = invalid_text(key, key_path) or invalid_text(item, key_path)
-        if found:
-            return found
-    return None
+    where, text, position = found
+    return where, position, text[position]
+
+
+def _dotted(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def refuse_invalid_text(body: BaseModel) -> None:
