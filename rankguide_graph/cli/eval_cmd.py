@@ -50,7 +50,7 @@ def register(commands: Any) -> None:
         help="demo (test split), demo-validation, or a JSONL file of problem/answer records",
     )
     parser.add_argument("--policies", default=ALL_POLICIES, help=f"default: {ALL_POLICIES}")
-    parser.add_argument("--limit", type=int, default=None, help="first N problems (demo: 100)")
+    parser.add_argument("--limit", type=int, default=None, help="first N problems (default: all)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     again = parser.add_mutually_exclusive_group()
     again.add_argument(

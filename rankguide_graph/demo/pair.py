@@ -64,12 +64,12 @@ def demo_context(**overrides: Any) -> RankGuideContext:
 
 
 def demo_problems(dataset: str = "demo", limit: int | None = None) -> list[Problem]:
-    """Held-out problems of the demo task (``"demo"``: test split, ``"demo-validation"``)."""
+    """Problems of the demo task (``"demo"``: the test split, ``"demo-validation"``,
+    ``"demo-train"``): all of the split, or its first ``limit``."""
     if dataset not in DEMO_DATASETS:
         raise ConfigError(f"dataset (={dataset!r}) must be one of {sorted(DEMO_DATASETS)}")
-    n = 100 if limit is None else limit
     split = DEMO_DATASETS[dataset]
     return [
         Problem(id=f"{split}-{i}", problem=p.question, answer=str(p.answer), line=i + 1)
-        for i, p in enumerate(task.problems(split, n))
+        for i, p in enumerate(task.problems(split, limit))
     ]

@@ -1,0 +1,195 @@
+"""The demo SRM's failure modes, counted on its own traces (RankGuide §3: overconfidence,
+uncertainty, re-validation).
+
+The SRM runs alone (policy ``srm-only``, signals recorded) on a split of the demo task; each of its
+traces is read against the true organisation (:func:`~rankguide_graph.demo.task.world`):
+
+- a *look-up* is an execution step ``"B = boss of A."``; it is wrong when B is not A's boss or A is
+  not the person the chain has reached (a slip in copying);
+- a wrong look-up is **overconfident** when the SRM's entropy before it is below ``t_e`` (the
+  entropy rule of RankGuide and GlimpRouter would let it through) and **uncertain** otherwise;
+- a trace **loops** when it looks up the same person twice with the same answer (going round a
+  misremembered boss, or repeating itself);
+- a trace is **lost in re-validation** when it writes ``min_checks`` or more validation steps in
+  a row (SEAL's reflection class: ``"Wait, check: ..."``) without a look-up between them.
+
+Each incorrect trace is put in one class by its first failure (overconfident wrong look-up,
+uncertain wrong look-up, or lost in re-validation with no wrong look-up; ``other`` if none), and
+the flags are counted over all traces::
+
+    python -m rankguide_graph.demo.failure_modes --dataset demo-validation [--limit N] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from rankguide_graph.demo import task
+
+LOOKUP = re.compile(r"^(\d+) = boss of (\d+)\.")
+"""An execution step: ``"<boss> = boss of <person>."``."""
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """What the classification needs of one step: its text, SEAL class and the entropy before it."""
+
+    text: str
+    step_type: str
+    entropy: float | None
+
+
+@dataclass
+class TraceReading:
+    """One SRM trace read against the true world."""
+
+    correct: bool
+    first_failure: str | None
+    """``overconfident``, ``uncertain``, ``lost_in_revalidation``, ``other``; ``None`` if correct."""
+    loops: bool
+    longest_check_run: int
+    wrong_lookups: int
+    entropy_before_right: list[float] = field(default_factory=list)
+    entropy_before_wrong: list[float] = field(default_factory=list)
+
+
+def read_trace(
+    start: int, steps: Sequence[TraceStep], correct: bool, *, t_e: float, min_checks: int = 3
+) -> TraceReading:
+    """Classify one trace of the problem starting at ``start`` (see the module docstring)."""
+    w = task.world()
+    reached, seen, first = start, set(), None
+    loops, wrong, run, longest = False, 0, 0, 0
+    right_h: list[float] = []
+    wrong_h: list[float] = []
+    for step in steps:
+        if step.step_type != "execution":
+            run += 1
+            longest = max(longest, run)
+            if first is None and run >= min_checks:
+                first = "lost_in_revalidation"
+            continue
+        match = LOOKUP.match(step.text.strip())
+        if match is None:
+            continue
+        run = 0
+        boss, person = int(match[1]), int(match[2])
+        loops |= (person, boss) in seen
+        seen.add((person, boss))
+        ok = person == reached and w.boss.get(person) == boss
+        if step.entropy is not None:
+            (right_h if ok else wrong_h).append(step.entropy)
+        if not ok:
+            wrong += 1
+            if first is None:
+                low = step.entropy is not None and step.entropy < t_e
+                first = "overconfident" if low else "uncertain"
+        reached = boss
+    if correct:
+        first = None
+    elif first is None:
+        first = "other"
+    return TraceReading(correct, first, loops, longest, wrong, right_h, wrong_h)
+
+
+def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]:
+    """Counts of each failure class and flag, and the entropy before right vs wrong look-ups."""
+    incorrect = [r for r in readings if not r.correct]
+    right = [h for r in readings for h in r.entropy_before_right]
+    wrong = [h for r in readings for h in r.entropy_before_wrong]
+    return {
+        "traces": len(readings),
+        "incorrect": len(incorrect),
+        "t_e": t_e,
+        "first_failure": dict(Counter(r.first_failure for r in incorrect).most_common()),
+        "loops": {"correct": sum(r.loops for r in readings if r.correct),
+                  "incorrect": sum(r.loops for r in incorrect)},  # fmt: skip
+        "revalidation_runs_3_plus": {
+            "correct": sum(r.longest_check_run >= 3 for r in readings if r.correct),
+            "incorrect": sum(r.longest_check_run >= 3 for r in incorrect),
+        },
+        "entropy_before_lookups": {
+            "right": {"n": len(right), "median": median(right) if right else None},
+            "wrong": {"n": len(wrong), "median": median(wrong) if wrong else None},
+            "wrong_below_t_e": sum(h < t_e for h in wrong),
+        },
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as a short Markdown table."""
+    n, bad = summary["traces"], summary["incorrect"]
+    rows = [
+        "| first failure of an incorrect trace | traces |",
+        "|---|---|",
+        *(f"| {name} | {count} |" for name, count in summary["first_failure"].items()),
+    ]
+    h = summary["entropy_before_lookups"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return "\n".join(
+        [
+            f"SRM-only traces: {n}, incorrect: {bad}; entropy threshold t_e = {summary['t_e']}.",
+            "",
+            *rows,
+            "",
+            f"Traces that loop: {summary['loops']['incorrect']} incorrect, "
+            f"{summary['loops']['correct']} correct. Traces with 3+ validation steps in a row: "
+            f"{summary['revalidation_runs_3_plus']['incorrect']} incorrect, "
+            f"{summary['revalidation_runs_3_plus']['correct']} correct.",
+            f"Entropy before right look-ups: median {fmt(h['right']['median'])} "
+            f"(n={h['right']['n']}); before wrong ones: median {fmt(h['wrong']['median'])} "
+            f"(n={h['wrong']['n']}, {h['wrong_below_t_e']} of them below t_e).",
+            "",
+        ]
+    )
+
+
+def run_srm(dataset: str, limit: int | None) -> list[TraceReading]:
+    """Run the demo SRM alone on ``dataset`` and read every trace."""
+    from tqdm import tqdm
+
+    from rankguide_graph.demo.pair import demo_context, demo_problems
+    from rankguide_graph.graph import build_graph
+
+    context = demo_context(policy="srm-only", record_signals=True)
+    graph = build_graph()
+    readings = []
+    for problem in tqdm(demo_problems(dataset, limit), desc="srm-only", unit="problem"):
+        out = graph.invoke({"question": problem.problem}, context=context)
+        steps = [
+            TraceStep(s["text"], s["step_type"], s["signals"]["entropy"]) for s in out["steps"]
+        ]
+        start = int(problem.problem.rsplit(" ", 1)[1].rstrip("?"))
+        correct = task.is_correct(out["answer"], task.Problem(start))
+        readings.append(read_trace(start, steps, correct, t_e=context.t_e))
+    return readings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rankguide_graph.demo.failure_modes``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="demo-validation")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
+    args = parser.parse_args(argv)
+    from rankguide_graph.demo.pair import demo_context
+
+    readings = run_srm(args.dataset, args.limit)
+    summary = summarise(readings, t_e=demo_context().t_e)
+    print(markdown(summary))
+    if args.out is not None:
+        args.out.write_text(json.dumps({**summary, "readings": [asdict(r) for r in readings]},
+                                       indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

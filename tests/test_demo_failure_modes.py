@@ -1,0 +1,62 @@
+"""Reading SRM traces of the demo task into the paper's failure modes (hand-made traces)."""
+
+from __future__ import annotations
+
+from rankguide_graph.demo import task
+from rankguide_graph.demo.failure_modes import TraceStep, markdown, read_trace, summarise
+
+
+def _lookup(person: int, boss: int, entropy: float) -> TraceStep:
+    return TraceStep(f"{boss} = boss of {person}. Next: boss of {boss}.", "execution", entropy)
+
+
+def _check(person: int, boss: int) -> TraceStep:
+    return TraceStep(f"Wait, check: boss of {person} = {boss}.", "reflection", 3.0)
+
+
+def _problem_through_misremembered() -> tuple[task.Problem, int]:
+    wrong = task.misremembered()
+    for p in task.problems("test"):
+        hit = [v for v in p.values() if v in wrong]
+        if hit:
+            return p, hit[0]
+    raise AssertionError("no test problem climbs through a misremembered boss")
+
+
+def test_a_confident_misremembered_boss_is_overconfident_and_its_loop_is_seen():
+    p, person = _problem_through_misremembered()
+    srm = task.srm_world()
+    chain = [p.start, *p.values()]
+    steps = [_lookup(a, b, 0.1) for a, b in zip(chain, chain[1:]) if a != person]
+    steps = steps[: chain.index(person)]  # right look-ups up to the misremembered person
+    loop = [person, *srm.chain(person, limit=6)]
+    steps += [_lookup(a, b, 0.05) for a, b in zip(loop, loop[1:])]
+    reading = read_trace(p.start, steps, correct=False, t_e=1.0)
+    assert reading.first_failure == "overconfident" and reading.loops
+    assert reading.entropy_before_wrong[0] == 0.05 and len(reading.entropy_before_right) >= 1
+
+
+def test_an_unsure_wrong_look_up_is_uncertain_and_a_run_of_checks_is_lost():
+    p = task.problems("test")[0]
+    a, b = p.values()[:2]
+    w = task.world()
+    wrong = next(x for x in w.people if x not in (a, b) and w.level[x] == w.level[a])
+    uncertain = read_trace(p.start, [_lookup(p.start, wrong, 2.5)], correct=False, t_e=1.0)
+    assert uncertain.first_failure == "uncertain" and uncertain.wrong_lookups == 1
+    lost = read_trace(p.start, [_lookup(p.start, a, 0.2), *[_check(p.start, a)] * 4],
+                      correct=False, t_e=1.0)  # fmt: skip
+    assert lost.first_failure == "lost_in_revalidation" and lost.longest_check_run == 4
+    assert lost.wrong_lookups == 0 and not lost.loops
+    copied_wrong = read_trace(p.start, [_lookup(p.start, a, 0.2), _lookup(p.start, b, 0.2)],
+                              correct=False, t_e=1.0)  # fmt: skip
+    assert copied_wrong.first_failure == "overconfident"  # the chain had reached a, not p.start
+    right = read_trace(p.start, [_lookup(p.start, a, 0.2), _lookup(a, b, 0.3)], correct=True,
+                       t_e=1.0)  # fmt: skip
+    assert right.first_failure is None and right.wrong_lookups == 0
+
+    summary = summarise([uncertain, lost, right], t_e=1.0)
+    assert summary["incorrect"] == 2
+    assert summary["first_failure"] == {"uncertain": 1, "lost_in_revalidation": 1}
+    assert summary["revalidation_runs_3_plus"] == {"correct": 0, "incorrect": 1}
+    assert summary["entropy_before_lookups"]["wrong"]["n"] == 1
+    assert "| uncertain | 1 |" in markdown(summary)
