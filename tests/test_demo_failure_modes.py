@@ -14,26 +14,24 @@ def _check(person: int, boss: int) -> TraceStep:
     return TraceStep(f"Wait, check: boss of {person} = {boss}.", "reflection", 3.0)
 
 
-def _problem_through_misremembered() -> tuple[task.Problem, int]:
-    wrong = task.misremembered()
-    for p in task.problems("test"):
-        hit = [v for v in p.values() if v in wrong]
-        if hit:
-            return p, hit[0]
-    raise AssertionError("no test problem climbs through a misremembered boss")
-
-
-def test_a_confident_misremembered_boss_is_overconfident_and_its_loop_is_seen():
-    p, person = _problem_through_misremembered()
-    srm = task.srm_world()
-    chain = [p.start, *p.values()]
-    steps = [_lookup(a, b, 0.1) for a, b in zip(chain, chain[1:]) if a != person]
-    steps = steps[: chain.index(person)]  # right look-ups up to the misremembered person
-    loop = [person, *srm.chain(person, limit=6)]
-    steps += [_lookup(a, b, 0.05) for a, b in zip(loop, loop[1:])]
+def test_a_confident_wrong_boss_is_overconfident_and_going_round_is_a_loop():
+    p = next(p for p in task.problems("test") if len(p.values()) >= 3)
+    w = task.world()
+    a, b = p.values()[:2]
+    wrong = next(x for x in w.people if w.level[x] == w.level[p.start] and x != p.start)
+    boss = w.boss[wrong]
+    steps = [
+        _lookup(p.start, a, 0.1),
+        _lookup(a, wrong, 0.05),
+        _lookup(wrong, boss, 0.1),
+        _lookup(boss, a, 0.2),
+        _lookup(a, wrong, 0.05),
+    ]  # going round: a below its boss
+    # fmt: skip
     reading = read_trace(p.start, steps, correct=False, t_e=1.0)
     assert reading.first_failure == "overconfident" and reading.loops
-    assert reading.entropy_before_wrong[0] == 0.05 and len(reading.entropy_before_right) >= 1
+    assert reading.entropy_before_wrong[0] == 0.05 and reading.entropy_before_right[0] == 0.1
+    assert b != wrong
 
 
 def test_an_unsure_wrong_look_up_is_uncertain_and_a_run_of_checks_is_lost():

@@ -109,9 +109,9 @@ def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
     ("example", "expected"),
     [
         ("chat_chain.py", "batch: ['Answer:"),
-        ("chat_agent.py", "notebook: [770]"),  # the tool was called with the right person
-        ("chat_in_graph.py", "top above 204: 462 is right"),
-        ("chat_streaming.py", "answer: Answer: 770"),
+        ("chat_agent.py", "notebook: [560]"),  # the tool was called with the right person
+        ("chat_in_graph.py", "top above 204: 206 is right"),
+        ("chat_streaming.py", "answer: Answer: 560"),
     ],
 )
 def test_the_chat_examples_run_on_the_demo_pair(example, expected, capsys, monkeypatch):

@@ -14,27 +14,23 @@ from rankguide_graph.demo.train import Recipe, build_task_tokenizer, encode_exam
 from rankguide_graph.signals import StepType, classify_step
 
 
-def test_the_world_is_a_fixed_25_level_organisation():
+def test_the_world_is_a_fixed_six_level_organisation():
     w = task.world()
-    assert len(w.people) == sum(task.LEVEL_SIZES) == 864 and w.people == list(range(1, 865))
+    assert len(w.people) == sum(task.LEVEL_SIZES) == 600 and w.people == list(range(1, 601))
     tops = [p for p in w.people if w.boss[p] is None]
     assert len(tops) == 12 and all(w.level[p] == 0 for p in tops)
-    assert max(w.level.values()) == len(task.LEVEL_SIZES) - 1 == 24
     for person in w.people:
         chain = w.chain(person)
         assert len(chain) == w.level[person]  # one level per step, up to the top
         assert not chain or w.boss[chain[-1]] is None
-        assert w.reaches_top(person)
     assert task.world() is w and w.boss[117] == task.world().boss[117]
 
 
-def test_problems_are_exact_long_and_the_splits_disjoint():
+def test_problems_are_exact_and_the_splits_disjoint():
     splits = {s: task.problems(s) for s in task.SPLITS}
-    deep = [p for p in task.world().people if task.world().level[p] >= task.FIRST_START_LEVEL]
-    assert sum(len(p) for p in splits.values()) == len(deep) == 540
+    assert sum(len(p) for p in splits.values()) == 600 - 12 - 36  # two or more levels down
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
-    assert len(splits["test"]) >= 200 and len(splits["validation"]) >= 90
-    assert all(20 <= len(p.values()) <= 24 for s in splits.values() for p in s)
+    assert len(splits["test"]) >= 50 and len(splits["validation"]) >= 50
     p = splits["test"][0]
     assert p.values() == task.world().chain(p.start) and p.answer == p.values()[-1]
     assert p.question == f"Who is at the top of the chain of command above {p.start}?"
@@ -43,55 +39,26 @@ def test_problems_are_exact_long_and_the_splits_disjoint():
         task.problems("dev")
 
 
-def test_the_srms_misremembered_bosses_make_loops_of_confident_steps():
-    w, srm = task.world(), task.srm_world()
-    wrong = task.misremembered()
-    assert sorted(w.level[p] for p in wrong) == list(task.MISREMEMBERED_LEVELS)
-    for person, boss in wrong.items():
-        assert w.level[boss] == w.level[person] + 2  # a person two levels below ...
-        assert w.chain(boss)[1] == person  # ... in their own part of the organisation
-        assert srm.boss[person] == boss != w.boss[person]
-        assert not srm.reaches_top(person)
-        loop = srm.chain(person, limit=6)
-        assert loop == [boss, w.boss[boss], person] * 2  # A -> D -> C -> A -> ...
-    assert {p: b for p, b in srm.boss.items() if b != w.boss[p]} == wrong  # nothing else
-    held_out = task.problems("test")
-    looping = [p for p in held_out if not srm.reaches_top(p.start)]
-    assert 0.1 < len(looping) / len(held_out) < 0.35
-    with pytest.raises(ValueError, match="loops in this world"):
-        task.solution_trace(looping[0], random.Random(0), verify_rate=0.0, error_rate=0.0,
-                            in_world=srm)  # fmt: skip
-    rng = random.Random(0)
-    drilled = "".join(task.drill(rng, steps=1, in_world=srm) for _ in range(20_000))
-    person, boss = next(iter(wrong.items()))
-    assert f"{boss} = boss of {person}." in drilled  # the SRM's data states it wrongly
-    assert f"{w.boss[person]} = boss of {person}." not in drilled
-
-
 def _chain_problem() -> task.Problem:
-    return task.problems("train")[0]
+    return next(p for p in task.problems("train") if len(p.values()) == 3)
 
 
 def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
     p = _chain_problem()
-    a, b, c = p.values()[:3]
-    top, last = p.answer, p.values()[-2]
+    a, b, top = p.values()
     clean = task.solution_trace(p, random.Random(0), verify_rate=1.0, error_rate=0.0)
     steps = clean.text.split("\n\n")
-    assert len(steps) == 2 * len(p.values()) + 3  # start, each step checked, </think>, answer
-    assert steps[:6] == [
-        f"Start: {p.start}. Next: boss of {p.start}.",
+    assert steps[:4] == [
         f"{a} = boss of {p.start}. Next: boss of {a}.",
         f"Wait, check: boss of {p.start} = {a}. Next: boss of {a}.",
         f"{b} = boss of {a}. Next: boss of {b}.",
         f"Wait, check: boss of {a} = {b}. Next: boss of {b}.",
-        f"{c} = boss of {b}. Next: boss of {c}.",
     ]
-    assert steps[-4] == f"{top} = boss of {last}. {top} is at the top."
+    assert steps[4] == f"{top} = boss of {b}. {top} is at the top."
     assert clean.text.endswith(f"</think>\n\nAnswer: {top}") and task.is_correct(clean.text, p)
-    assert classify_step(steps[2]) is StepType.REFLECTION
+    assert classify_step(steps[1]) is StepType.REFLECTION
     noisy = task.solution_trace(p, random.Random(1), verify_rate=0.0, error_rate=1.0)
-    assert len(noisy.error_spans) == len(p.values())  # every step written wrong, then corrected
+    assert len(noisy.error_spans) == 3  # every step written wrong, then corrected
     for start, end in noisy.error_spans:
         wrong = noisy.text[start:end]
         assert f"Wait, {wrong} is wrong:" in noisy.text
@@ -106,7 +73,7 @@ def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
         in_error = any(start < e and s < end for s, e in noisy.error_spans)
         assert label == (-100 if in_error else token)  # wrong results are not learned
         masked += in_error
-    assert masked >= len(p.values())  # ... while the corrections after them are
+    assert masked >= 3  # ... while the corrections after them are
     assert example.labels[-1] == tokenizer.eos_token_id
 
 
@@ -117,7 +84,7 @@ def test_every_person_is_one_token_and_drills_cover_the_whole_organisation():
                for p in w.people)  # fmt: skip
     rng = random.Random(0)
     looked_up = set()
-    for _ in range(12_000):
+    for _ in range(4000):
         text = task.drill(rng)
         first = int(text.split("boss of ")[1].split(".")[0])
         looked_up.add(first)
@@ -157,8 +124,7 @@ def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
         assert rendered.startswith(f"<|tools|>{name}(value) \n<|user|>{p.question}\n")
         reply = chat.reply.text
         if len(chat.messages) == 1:  # first turn: reasoning, then the call
-            assert reply.startswith(f"Start: {p.start}. Next: boss of {p.start}.\n\n"
-                                    f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")  # fmt: skip
+            assert reply.startswith(f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
             assert reply.endswith(f'</think>\n\n<tool_call>{{"name": "{name}", "arguments": '
                                   f'{{"value": {top}}}}}</tool_call>')  # fmt: skip
         else:  # after the tool's reply: the answer at once

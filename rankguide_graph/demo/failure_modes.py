@@ -1,5 +1,6 @@
-"""The demo SRM's failure modes, counted on its own traces (RankGuide §3: overconfidence,
-uncertainty, re-validation).
+"""The demo SRM's failure modes counted on its own traces (§3: overconfidence, uncertainty, ...).
+
+The three of RankGuide §3: overconfident wrong steps, uncertain steps, re-validation when lost.
 
 The SRM runs alone (policy ``srm-only``, signals recorded) on a split of the demo task; each of its
 traces is read against the true organisation (:func:`~rankguide_graph.demo.task.world`):
@@ -53,7 +54,7 @@ class TraceReading:
 
     correct: bool
     first_failure: str | None
-    """``overconfident``, ``uncertain``, ``lost_in_revalidation``, ``other``; ``None`` if correct."""
+    """``overconfident``, ``uncertain``, ``lost_in_revalidation``, ``other``; ``None``: correct."""
     loops: bool
     longest_check_run: int
     wrong_lookups: int
@@ -110,8 +111,10 @@ def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]
         "incorrect": len(incorrect),
         "t_e": t_e,
         "first_failure": dict(Counter(r.first_failure for r in incorrect).most_common()),
-        "loops": {"correct": sum(r.loops for r in readings if r.correct),
-                  "incorrect": sum(r.loops for r in incorrect)},  # fmt: skip
+        "loops": {
+            "correct": sum(r.loops for r in readings if r.correct),
+            "incorrect": sum(r.loops for r in incorrect),
+        },  # fmt: skip
         "revalidation_runs_3_plus": {
             "correct": sum(r.longest_check_run >= 3 for r in readings if r.correct),
             "incorrect": sum(r.longest_check_run >= 3 for r in incorrect),

@@ -64,8 +64,7 @@ def demo_context(**overrides: Any) -> RankGuideContext:
 
 
 def demo_problems(dataset: str = "demo", limit: int | None = None) -> list[Problem]:
-    """Problems of the demo task (``"demo"``: the test split, ``"demo-validation"``,
-    ``"demo-train"``): all of the split, or its first ``limit``."""
+    """All problems of a demo split, or its first ``limit`` (``"demo"`` is the test split)."""
     if dataset not in DEMO_DATASETS:
         raise ConfigError(f"dataset (={dataset!r}) must be one of {sorted(DEMO_DATASETS)}")
     split = DEMO_DATASETS[dataset]

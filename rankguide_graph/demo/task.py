@@ -1,20 +1,16 @@
-"""The demo task: climbing a long chain of command, one boss per reasoning step.
+"""The demo task: climbing a chain of command, one boss per reasoning step.
 
-A fixed organisation of 864 people (numbered, shuffled) 25 levels deep is the task's world
-knowledge: everyone but the 12 people at the top has one boss. A problem asks who is at the top
-above someone 20-24 levels down; a solution climbs one level per step, separated by
-``"\\n\\n"``, then ``</think>`` and an answer line::
+A fixed organisation of 600 people (numbered 1-600, shuffled) where everyone but the 12 people at
+the top has one boss, six levels deep, is the task's world knowledge. A problem asks who is at the
+top above someone; a solution climbs one level per step, separated by ``"\\n\\n"``, then
+``</think>`` and an answer line::
 
     <think>
-    Start: 117. Next: boss of 117.
-
     311 = boss of 117. Next: boss of 311.
 
     48 = boss of 311. Next: boss of 48.
 
     Wait, check: boss of 311 = 48. Next: boss of 48.
-
-    ...
 
     502 = boss of 48. 502 is at the top.
 
@@ -22,40 +18,23 @@ above someone 20-24 levels down; a solution climbs one level per step, separated
 
     Answer: 502
 
-so every trace has 21 steps or more (the first names the start) and RankGuide's window of W = 10 step hidden states exists
-for most of a run, as in the paper.
-
-The three failure modes of small reasoning models the paper describes (§3), and where each comes
-from here:
-
-- **Uncertain steps (high entropy) arise from training length.** Facts near the top are in every
-  chain, facts about people low in the organisation are in few; the SRM, trained briefly, has not
-  learned the rare ones and spreads its first token over many people there.
-- **Re-validation when lost arises from greedy decoding of a habit that is designed in.** Both
-  models' training traces re-check some steps (``"Wait, check: ..."``, SEAL's reflection class);
-  the SRM's re-check 40% of steps, the LRM's 15% (small reasoning models re-validate more). When
-  the SRM does not know the next fact, "Wait" is its single most likely first token, so greedy
-  decoding writes a check, which re-states the last step and leaves it where it was: repeated
-  checking steps that make no progress (§3.1's collapse).
-- **Overconfident wrong steps (low entropy) are designed in**: the SRM's training data misstates
-  the boss of a few people (:data:`MISREMEMBERED`, :func:`srm_world`), always the same way, as a
-  small model confidently misremembers a fact. The wrong boss is a person two levels *below*, so a
-  chain through such a person loops (A -> D -> C -> A -> ...) with every step confident; the
-  repetition, not the entropy, is what gives it away.
-
-Whether RankGuide's signals (the tensor-train ranks of step hidden states, the boundary entropy)
-detect these is measured, not designed (``rankguide eval --dataset demo --analysis``).
-
-Design kept from the first demo task (what gives routing something real to act on):
+Design (what gives the routing something real to act on):
 
 - **Every step is one fact looked up** (whose boss is this?), with the person it is about as the
-  last token before the step: a model either knows that fact or does not. (Modular-arithmetic
-  chains were tried first: a step there needs two operands combined, and 2-layer models trained on
-  2 CPU cores for a few minutes stayed at chance accuracy.)
-- **The result comes first in each step** (``"48 = boss of 311."``), so that uncertainty is in the
-  first token written after the boundary, where the entropy RankGuide and GlimpRouter read is.
-- **Corrections**: a wrong step in the training traces is followed by a correction (``"Wait, 7 is
-  wrong: boss of 311 = 48."``); the wrong person is excluded from the training loss (see
+  last token before the step: a model either knows that fact or does not, and a small model that
+  does not is uncertain at the step's first token. (Modular-arithmetic chains were tried first:
+  a step there needs two operands combined, and 2-layer models trained on 2 CPU cores for a few
+  minutes stayed on the loss plateau at chance accuracy in five of six runs.)
+- **The result comes first in each step** (``"48 = boss of 311."``), so that uncertainty is in
+  the first token written after the boundary, where the boundary entropy RankGuide and GlimpRouter
+  read sees it. (With ``"boss of 311 = 48"`` the first token would carry no information.)
+- **Errors concentrate on identifiable steps**: facts near the top are shared by many chains and
+  seen often in training, facts about people low in the organisation are rare, so a model trained
+  less knows the top of the organisation and misses the bottom: the first steps of a chain.
+- **Validation steps** (SEAL's reflection class, they start with ``"Wait"``): the training traces
+  re-check a step (``"Wait, check: ..."``) at a per-model rate (the SRM's traces re-check more,
+  as small reasoning models do), and a wrong step is followed by a correction (``"Wait, 7 is
+  wrong: boss of 311 = 48."``). The wrong person itself is excluded from the training loss (see
   :func:`solution_trace`'s ``error_spans``), so a model learns to correct, not to err.
 
 Tool use (so the pair works inside a LangChain agent): when the prompt offers tools, the answer
@@ -64,10 +43,10 @@ after ``</think>`` is a Hermes/Qwen tool call on the tool offered with the resul
 the tool's reply the model ends thinking at once and writes ``Answer: 502``. The chat template
 (:data:`CHAT_TEMPLATE`) renders tools as ``name(arguments)`` on one line.
 
-Problems (one per person 20 or more levels down) are split by a hash of the question (42% test,
-18% validation, 40% train), so the test and validation questions never appear in training. The
-facts themselves are world knowledge every model learns (:func:`drill` fragments cover every
-person), as a language model learns facts in pre-training and is then asked new questions.
+Problems (one per person two or more levels below the top: 552) are split by a hash of the
+question, so the test and validation questions never appear in training. The facts themselves are
+world knowledge every model learns (:func:`drill` fragments cover every person), as a language
+model learns facts in pre-training and is then asked new questions about them.
 """
 
 from __future__ import annotations
@@ -93,16 +72,12 @@ CHAT_TEMPLATE = (
 """The demo pair's chat template: the tiny models' one, plus tools and tool calls."""
 
 TOOL_NAMES = ("save_result", "record_answer", "submit")
-"""Tool names seen in training, one per conversation."""
+"""Tool names seen in training, one per conversation. (The trained pair learned the call format
+but mostly writes ``submit`` whatever name is offered: copying the name was not learned.)"""
 
-LEVEL_SIZES = (12,) + (16,) * 18 + (24,) + (60, 90, 110, 130, 150)
-"""People per level of the organisation, from the top (864 in all, 25 levels): a narrow middle
-that every chain climbs, a wide bottom where the problems start."""
-FIRST_START_LEVEL = 20
-"""Problems start this many levels down or more (traces of 20-24 steps)."""
-MISREMEMBERED_LEVELS = (6, 8, 11, 14)
-"""Levels of the people whose boss the SRM's training data misstates (one per level)."""
-WORLD_SEED = 17
+LEVEL_SIZES = (12, 36, 72, 120, 160, 200)
+"""People per level of the organisation, from the top (600 in all)."""
+WORLD_SEED = 13
 SPLITS = ("train", "validation", "test")
 
 
@@ -118,20 +93,14 @@ class World:
         """Everyone, in number order."""
         return sorted(self.boss)
 
-    def chain(self, person: int, limit: int = 64) -> list[int]:
-        """The bosses above ``person``, nearest first, up to the top (at most ``limit``: a
-        misremembered world has loops)."""
-        out: list[int] = []
+    def chain(self, person: int) -> list[int]:
+        """The bosses above ``person``, nearest first, up to the top."""
+        out = []
         boss = self.boss[person]
-        while boss is not None and len(out) < limit:
+        while boss is not None:
             out.append(boss)
             boss = self.boss[boss]
         return out
-
-    def reaches_top(self, person: int) -> bool:
-        """Whether climbing from ``person`` ends at the top (not in a loop)."""
-        chain = self.chain(person, limit=len(self.boss))
-        return not chain or self.boss[chain[-1]] is None
 
 
 @cache
@@ -155,34 +124,6 @@ def world() -> World:
     return World(boss, level)
 
 
-@cache
-def misremembered() -> dict[int, int]:
-    """The SRM's misconceptions: person -> the wrong boss its training data states.
-
-    One person per level of :data:`MISREMEMBERED_LEVELS`, each given a person two levels below
-    them in their own part of the organisation as boss (so a chain through them loops).
-    """
-    w, rng = world(), random.Random(WORLD_SEED + 1)
-    reports: dict[int, list[int]] = {}
-    for person, boss in w.boss.items():
-        if boss is not None:
-            reports.setdefault(boss, []).append(person)
-    out = {}
-    for depth in MISREMEMBERED_LEVELS:
-        candidates = [p for p in w.people if w.level[p] == depth]
-        person = rng.choice(candidates)
-        below = [g for r in reports.get(person, []) for g in reports.get(r, [])]
-        out[person] = rng.choice(sorted(below))
-    return out
-
-
-@cache
-def srm_world() -> World:
-    """The world as the SRM's training data states it: :func:`world` with :func:`misremembered`."""
-    w = world()
-    return World({**w.boss, **misremembered()}, w.level)
-
-
 @dataclass(frozen=True)
 class Problem:
     """Who is at the top above ``start``."""
@@ -194,9 +135,9 @@ class Problem:
         """The problem as a user would ask it."""
         return f"Who is at the top of the chain of command above {self.start}?"
 
-    def values(self, in_world: World | None = None) -> list[int]:
-        """The person reached after each step (in the true world unless ``in_world``)."""
-        return (in_world or world()).chain(self.start)
+    def values(self) -> list[int]:
+        """The person reached after each step."""
+        return world().chain(self.start)
 
     @property
     def answer(self) -> int:
@@ -204,9 +145,9 @@ class Problem:
         return self.values()[-1]
 
     def split(self) -> str:
-        """Which split the problem belongs to (42% test, 18% validation, 40% train)."""
-        bucket = int.from_bytes(hashlib.sha256(self.question.encode()).digest()[:4], "big") % 100
-        return "test" if bucket < 42 else "validation" if bucket < 60 else "train"
+        """Which split the problem belongs to (80% train, 10% validation, 10% test)."""
+        bucket = hashlib.sha256(self.question.encode()).digest()[0] % 10
+        return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
 def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
@@ -214,29 +155,19 @@ def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
     if split not in SPLITS:
         raise ValueError(f"split (={split!r}) must be one of {SPLITS}")
     w = world()
-    out = [
-        Problem(p)
-        for p in w.people
-        if w.level[p] >= FIRST_START_LEVEL and Problem(p).split() == split
-    ]
+    out = [Problem(p) for p in w.people if w.level[p] >= 2 and Problem(p).split() == split]
     random.Random(f"{split}-{seed}").shuffle(out)
     return out if n is None else out[:n]
 
 
-def step_text(person: int, boss: int, in_world: World | None = None) -> str:
+def step_text(person: int, boss: int) -> str:
     """One step: the boss first, then the next question (or that the top is reached)."""
-    return f"{boss} = boss of {person}.{next_text(boss, in_world)}\n\n"
+    return f"{boss} = boss of {person}.{next_text(boss)}\n\n"
 
 
-def start_text(person: int) -> str:
-    """A trace's first step: it names the person to start from, so that the first look-up has
-    the same context as every other (``"Next: boss of 117."`` right before it)."""
-    return f"Start: {person}. Next: boss of {person}.\n\n"
-
-
-def next_text(person: int, in_world: World | None = None) -> str:
+def next_text(person: int) -> str:
     """The end of a step: who to look up next, or that ``person`` is at the top."""
-    if (in_world or world()).boss[person] is None:
+    if world().boss[person] is None:
         return f" {person} is at the top."
     return f" Next: boss of {person}."
 
@@ -250,50 +181,42 @@ class Trace:
 
 
 def solution_trace(
-    problem: Problem,
-    rng: random.Random,
-    *,
-    verify_rate: float,
-    error_rate: float,
-    in_world: World | None = None,
+    problem: Problem, rng: random.Random, *, verify_rate: float, error_rate: float
 ) -> Trace:
     """A reasoning trace for ``problem``: steps, re-checks, corrections, then the answer.
 
     ``verify_rate``: chance that a step is followed by a re-check; ``error_rate``: chance that a
     step is first written with a wrong person (one of the same level) and then corrected (the
-    wrong number's span is returned so training can mask it). ``in_world``: the world the trace
-    states (the SRM's, :func:`srm_world`, for its training data); its chain must reach the top.
+    wrong number's span is returned so training can mask it).
     """
-    w = in_world or world()
-    if not w.reaches_top(problem.start):
-        raise ValueError(f"the chain above {problem.start} loops in this world: no trace")
-    text, spans, person = start_text(problem.start), [], problem.start
-    for boss in problem.values(w):
+    w = world()
+    text, spans, person = "", [], problem.start
+    for boss in problem.values():
         if rng.random() < error_rate:
             peers = [p for p in w.people if w.level[p] == w.level[boss] and p != boss]
             wrong = rng.choice(peers)
             spans.append((len(text), len(text) + len(str(wrong))))
-            text += step_text(person, wrong, w)
-            text += f"Wait, {wrong} is wrong: boss of {person} = {boss}.{next_text(boss, w)}\n\n"
+            text += step_text(person, wrong)
+            text += f"Wait, {wrong} is wrong: boss of {person} = {boss}.{next_text(boss)}\n\n"
         else:
-            text += step_text(person, boss, w)
+            text += step_text(person, boss)
             if rng.random() < verify_rate:
-                text += f"Wait, check: boss of {person} = {boss}.{next_text(boss, w)}\n\n"
+                text += f"Wait, check: boss of {person} = {boss}.{next_text(boss)}\n\n"
         person = boss
     return Trace(text + f"</think>\n\nAnswer: {person}", tuple(spans))
 
 
-def drill(rng: random.Random, steps: int = 2, in_world: World | None = None) -> str:
+def drill(rng: random.Random, steps: int = 2) -> str:
     """A fragment of a trace with no question: up to ``steps`` steps from a random person.
 
-    Fragments cover every person (questions cover only people 20 or more levels down, and only
+    Fragments cover every person (questions cover only people two or more levels down, and only
     the training split's), so every fact is learned; the first person is random.
     """
-    w = in_world or world()
+    w = world()
     person = rng.choice([p for p in w.people if w.level[p] >= 1])
     text = f"Next: boss of {person}.\n\n"
-    for boss in w.chain(person, limit=steps):
-        text += step_text(person, boss, w)
+    for boss in w.chain(person)[:steps]:
+        text += step_text(person, boss)
         person = boss
     return text
 
@@ -359,12 +282,12 @@ def is_correct(text: str, problem: Problem) -> bool:
 
 
 def corpus(n: int, seed: int = 0) -> Iterator[str]:
-    """Text for training the tokenizer: every fact (as both worlds state it), questions, traces."""
+    """Text for training the tokenizer: every fact, questions and traces."""
     rng = random.Random(seed)
-    for w in (world(), srm_world()):
-        for person in w.people:
-            boss = w.boss[person]
-            yield step_text(person, boss, w) if boss is not None else next_text(person, w)
+    w = world()
+    for person in w.people:
+        boss = w.boss[person]
+        yield step_text(person, boss) if boss is not None else next_text(person)
     for problem in rng.sample(problems("train"), min(n, len(problems("train")))):
         yield problem.question
         yield solution_trace(problem, rng, verify_rate=0.3, error_rate=0.1).text

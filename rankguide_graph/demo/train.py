@@ -13,16 +13,14 @@ measured accuracies and decode speeds):
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
 3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
    and cosine decay, a fixed number of optimiser steps per model.
-4. The gap between the models: the SRM is a 2-layer Llama of width 512 (so the paper's reshape of
-   a window, W x 16 x 16 x 2, leaves room for r2 up to 32) trained briefly; its training data
-   states the world as :func:`~rankguide_graph.demo.task.srm_world` (a few misremembered
-   bosses). The LRM is a 2-layer Llama of width 256 trained longer on the true world, then grown
-   to 20 layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed by copies of
-   itself whose output projections start at zero, so the grown model computes the same function)
-   and trained a few more steps. Its accuracy comes from the longer training and the true data;
-   its depth gives it a real decode cost (on a CPU, time per token follows the number of layers),
-   the >= 4x over the SRM that a latency trade-off needs. (A deep LRM trained from scratch
-   learned too slowly for the time budget: 29% after 180 steps, first demo pair.)
+4. The gap between the models: the SRM is a 2-layer Llama (width 128) trained 80 steps; the LRM
+   is the same architecture trained 320 steps, then grown to 12 layers (:func:`expand_depth`,
+   LLaMA Pro block expansion: each layer followed by copies of itself whose output projections
+   start at zero, so the grown model computes the same function) and trained 40 more steps. Its
+   accuracy comes from the longer training; its depth gives it a real decode cost (on a CPU, time
+   per token follows the number of layers), the >= 4x over the SRM that a latency trade-off
+   needs (a 12-layer LRM trained from scratch learned too slowly for the 15-minute budget:
+   29% after 180 steps).
 5. Weights saved in float16 safetensors.
 
     python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
@@ -50,9 +48,6 @@ from rankguide_graph.backend.prompting import encode_conversation, encode_questi
 from rankguide_graph.demo import task
 from rankguide_graph.tiny_models import build_tokenizer
 
-MAX_NEW_TOKENS = 400
-"""Generation budget of :func:`accuracy` (a solved trace is 160-280 tokens; a loop runs out)."""
-
 
 @dataclass(frozen=True)
 class ModelRecipe:
@@ -67,9 +62,9 @@ class ModelRecipe:
     batch_size: int
     lr: float
     verify_rate: float
-    """Share of steps followed by a verification step in its training traces."""
+    """Share of multiplications followed by a verification step in its training traces."""
     error_rate: float = 0.1
-    """Share of steps first written wrong and then corrected."""
+    """Share of multiplications first written wrong and then corrected."""
     tool_rate: float = 0.1
     """Share of training examples that offer a tool (:func:`~.task.tool_example`)."""
     drill_batch: int = 0
@@ -80,21 +75,18 @@ class ModelRecipe:
     """... and train the deeper model this many more steps ..."""
     grow_lr: float = 5e-4
     """... at this peak learning rate."""
-    misremembers: bool = False
-    """Whether its training data states the world as :func:`~.task.srm_world` (the SRM's
-    misconceptions) instead of the true one."""
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines the demo pair."""
 
-    srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=160, batch_size=8, lr=2e-3,
-                                   verify_rate=0.4, drill_batch=64, misremembers=True)  # fmt: skip
-    lrm: ModelRecipe = ModelRecipe(256, 2, 4, 768, steps=700, batch_size=16, lr=3e-3,
-                                   verify_rate=0.15, drill_batch=64, grow_to_layers=20,
-                                   grow_steps=20)  # fmt: skip
-    vocab_size: int = 1300
+    srm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=80, batch_size=32, lr=3e-3,
+                                   verify_rate=0.4, drill_batch=64)  # fmt: skip
+    lrm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=320, batch_size=32, lr=3e-3,
+                                   verify_rate=0.15, drill_batch=64, grow_to_layers=24,
+                                   grow_steps=40)  # fmt: skip
+    vocab_size: int = 1200
     seed: int = 0
     eval_problems: int = 100
     """Held-out problems (validation and test each) the accuracies are measured on."""
@@ -162,7 +154,7 @@ def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_heads,
-        max_position_embeddings=1024,
+        max_position_embeddings=512,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -180,14 +172,13 @@ def _batches(
     (Bucketing examples by length to save padding was tried: it slowed learning more than it
     sped up steps.)
     """
-    w = task.srm_world() if spec.misremembers else task.world()
-    pool = [p for p in task.problems("train") if w.reaches_top(p.start)]
+    pool = task.problems("train")
     while True:
         examples = []
         for _ in range(spec.batch_size):
             problem = rng.choice(pool)
             trace = task.solution_trace(
-                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate, in_world=w
+                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate
             )
             chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
             examples.append(encode_example(tokenizer, problem, trace, chat))
@@ -195,7 +186,7 @@ def _batches(
         if spec.drill_batch:
             drills = []
             for _ in range(spec.drill_batch):
-                ids = list(tokenizer(task.drill(rng, in_world=w), add_special_tokens=False)["input_ids"])
+                ids = list(tokenizer(task.drill(rng), add_special_tokens=False)["input_ids"])
                 drills.append(_Example(ids, [-100] * 2 + ids[2:]))  # the random start unlearned
             batches.append(_batch(drills, tokenizer.pad_token_id))
         yield batches
@@ -294,7 +285,7 @@ def accuracy(model, tokenizer: PreTrainedTokenizerFast, problems: list[task.Prob
             torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]
         ).long()
         out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+            input_ids=ids, attention_mask=mask, max_new_tokens=160, do_sample=False,
             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
         )  # fmt: skip
         for problem, row in zip(chunk, out[:, width:], strict=True):
