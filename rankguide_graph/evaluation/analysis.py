@@ -9,7 +9,9 @@ The SRM-only run records the signals before every step (``record_signals``); the
 3. **Re-validation** (Fig. 1 right, §3.3): the validation step ratio (SEAL's reflection and
    transition steps over all steps) of SRM vs LRM traces, correct vs incorrect.
 
-Whatever the pair shows is reported as measured; groups with no member are ``None``.
+Whatever the pair shows is reported as measured; groups with no member are ``None``. Each
+comparison (min r1 and min r2, correct vs incorrect; entropy, low vs high rank) carries the
+two-sided Mann-Whitney U p-value (:mod:`~rankguide_graph.evaluation.mann_whitney`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rankguide_graph.evaluation.harness import ProblemRecord  # noqa: E402
+from rankguide_graph.evaluation.mann_whitney import mann_whitney  # noqa: E402
 
 __all__ = ["case_study", "case_study_markdown", "plot_case_study"]
 
@@ -35,6 +38,15 @@ def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
         "mean": mean(values) if values else None,
         "median": median(values) if values else None,
     }
+
+
+def _test(first: Sequence[float], second: Sequence[float]) -> dict[str, Any] | None:
+    """The two-sided Mann-Whitney U test of two groups, as plain JSON values."""
+    result = mann_whitney(first, second)
+    if result is None:
+        return None
+    return {"u": result.u, "p_value": result.p_value, "method": result.method,
+            "alternative": "two-sided"}  # fmt: skip
 
 
 def case_study(
@@ -78,11 +90,17 @@ def case_study(
         "lrm_accuracy": sum(r["correct"] for r in lrm) / len(lrm) if lrm else None,
         "traces_with_ranks": len(minima["r1"]["correct"]) + len(minima["r1"]["incorrect"]),
         "min_rank": {
-            key: {group: _stats(values) for group, values in groups.items()}
+            key: {
+                **{group: _stats(values) for group, values in groups.items()},
+                "mann_whitney": _test(groups["correct"], groups["incorrect"]),
+            }
             for key, groups in minima.items()
         },
         "thresholds": {"t_r1": t_r1, "t_r2": t_r2},
-        "entropy": {group: _stats(values) for group, values in entropy.items()},
+        "entropy": {
+            **{group: _stats(values) for group, values in entropy.items()},
+            "mann_whitney": _test(entropy["low_rank"], entropy["high_rank"]),
+        },
         "validation_step_ratio": validation,
         "_raw": {"min_rank": minima, "entropy": entropy},
     }
@@ -107,23 +125,30 @@ def case_study_markdown(study: dict[str, Any]) -> str:
             f"(accuracy {_pct(study['lrm_accuracy'])}); traces with at least one full rank "
             f"window: {study['traces_with_ranks']}.",
             "",
-            "| measure | correct traces | incorrect traces |",
-            "|---|---|---|",
-            f"| min r1 per SRM trace | {fmt(mr['r1']['correct'])} | {fmt(mr['r1']['incorrect'])} |",
-            f"| min r2 per SRM trace | {fmt(mr['r2']['correct'])} | {fmt(mr['r2']['incorrect'])} |",
+            "| measure | correct traces | incorrect traces | Mann-Whitney p (two-sided) |",
+            "|---|---|---|---|",
+            f"| min r1 per SRM trace | {fmt(mr['r1']['correct'])} | {fmt(mr['r1']['incorrect'])} "
+            f"| {_p(mr['r1']['mann_whitney'])} |",
+            f"| min r2 per SRM trace | {fmt(mr['r2']['correct'])} | {fmt(mr['r2']['incorrect'])} "
+            f"| {_p(mr['r2']['mann_whitney'])} |",
             f"| validation step ratio, SRM | {fmt(val['srm']['correct'], '.3f')} | "
-            f"{fmt(val['srm']['incorrect'], '.3f')} |",
+            f"{fmt(val['srm']['incorrect'], '.3f')} | |",
             f"| validation step ratio, LRM | {fmt(val['lrm']['correct'], '.3f')} | "
-            f"{fmt(val['lrm']['incorrect'], '.3f')} |",
+            f"{fmt(val['lrm']['incorrect'], '.3f')} | |",
             "",
             f"Entropy before SRM steps (low rank: r1 < {t['t_r1']} or r2 < {t['t_r2']}): "
-            f"low-rank {fmt(ent['low_rank'], '.3f')}, high-rank {fmt(ent['high_rank'], '.3f')}.",
+            f"low-rank {fmt(ent['low_rank'], '.3f')}, high-rank {fmt(ent['high_rank'], '.3f')} "
+            f"(Mann-Whitney p = {_p(ent['mann_whitney'])}).",
             "",
             f"Validation step ratio over all traces: SRM {fmt(val['srm']['all'], '.3f')}, "
             f"LRM {fmt(val['lrm']['all'], '.3f')}.",
             "",
         ]
     )
+
+
+def _p(test: dict[str, Any] | None) -> str:
+    return "-" if test is None else f"{test['p_value']:.3g}"
 
 
 def _pct(value: float | None) -> str:
@@ -142,7 +167,9 @@ def plot_case_study(study: dict[str, Any], path: Path) -> Path:
             color=["tab:green", "tab:red"],
             bins=12,
         )
-        ax.set_title(f"min {key} per SRM trace")
+        ax.set_title(
+            f"min {key} per SRM trace (MW p = {_p(study['min_rank'][key]['mann_whitney'])})"
+        )
         ax.legend(fontsize=8)
     ax = axes[2]
     ax.hist(
