@@ -58,3 +58,18 @@ def test_an_unsure_wrong_look_up_is_uncertain_and_a_run_of_checks_is_lost():
     assert summary["revalidation_runs_3_plus"] == {"correct": 0, "incorrect": 1}
     assert summary["entropy_before_lookups"]["wrong"]["n"] == 1
     assert "| uncertain | 1 |" in markdown(summary)
+
+
+def test_the_command_reads_the_demo_srms_own_traces(tmp_path, capsys):
+    import json
+
+    from rankguide_graph.demo.failure_modes import main
+
+    assert main(["--dataset", "demo", "--limit", "4", "--out", str(tmp_path / "f.json")]) == 0
+    summary = json.loads((tmp_path / "f.json").read_text())
+    assert summary["traces"] == 4 and len(summary["readings"]) == 4
+    assert summary["incorrect"] == sum(not r["correct"] for r in summary["readings"])
+    assert sum(summary["first_failure"].values()) == summary["incorrect"]
+    lookups = summary["entropy_before_lookups"]
+    assert lookups["right"]["n"] + lookups["wrong"]["n"] > 4  # every look-up had its entropy
+    assert "SRM-only traces: 4" in capsys.readouterr().out
