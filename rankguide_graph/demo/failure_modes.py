@@ -9,8 +9,8 @@ traces is read against the true organisation (:func:`~rankguide_graph.demo.task.
   not the person the chain has reached (a slip in copying);
 - a wrong look-up is **overconfident** when the SRM's entropy before it is below ``t_e`` (the
   entropy rule of RankGuide and GlimpRouter would let it through) and **uncertain** otherwise;
-- a trace **loops** when it looks up the same person twice with the same answer (going round a
-  misremembered boss, or repeating itself);
+- a trace **loops** when it looks up the same person twice with the same answer (going round
+  in a circle: a boss remembered wrong, or repeating itself);
 - a trace is **lost in re-validation** when it writes ``min_checks`` or more validation steps in
   a row (SEAL's reflection class: ``"Wait, check: ..."``) without a look-up between them.
 
