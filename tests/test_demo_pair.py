@@ -24,13 +24,13 @@ def root():
 def test_the_pair_loads_with_auto_classes_and_is_what_the_recipe_says(root):
     recipe = json.loads((root / "recipe.json").read_text())
     total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    assert total <= 50 * 2**20  # at most ~50 MB in the package
+    assert total <= 60 * 10**6  # at most 60 MB in the package
     for role in ("srm", "lrm"):
         model = AutoModelForCausalLM.from_pretrained(root / role)
         tokenizer = AutoTokenizer.from_pretrained(root / role)
         assert tokenizer.chat_template == task.CHAT_TEMPLATE
         assert str(model.dtype) == "torch.float16"
-        assert model.config.hidden_size % 128 == 0
+        assert model.config.hidden_size >= 512  # r2 of W x 16 x 16 x d/256 can reach 32
         spec = recipe["recipe"][role]
         assert model.config.num_hidden_layers == (spec["grow_to_layers"] or spec["num_layers"])
     models = recipe["models"]

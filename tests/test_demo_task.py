@@ -14,25 +14,51 @@ from rankguide_graph.demo.train import Recipe, build_task_tokenizer, encode_exam
 from rankguide_graph.signals import StepType, classify_step
 
 
-def test_the_world_is_a_fixed_six_level_organisation():
+def test_the_world_is_a_fixed_25_level_organisation():
     w = task.world()
-    assert len(w.people) == sum(task.LEVEL_SIZES) == 600 and w.people == list(range(1, 601))
+    assert len(w.people) == sum(task.LEVEL_SIZES) == 864 and w.people == list(range(1, 865))
     tops = [p for p in w.people if w.boss[p] is None]
     assert len(tops) == 12 and all(w.level[p] == 0 for p in tops)
     for person in w.people:
         chain = w.chain(person)
-        assert len(chain) == w.level[person]  # one level per step, up to the top
+        assert len(chain) == w.level[person] and w.reaches_top(person)  # one level per step
         assert not chain or w.boss[chain[-1]] is None
-    assert task.world() is w and w.boss[117] == task.world().boss[117]
+    assert task.world() is w and w.chain(117)[-1] == 770  # the examples' and tests' answers
+    assert w.chain(117, limit=3) == w.chain(117)[:3]
+
+
+def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there():
+    w, srm = task.world(), task.srm_world()
+    wrong = task.misremembered()
+    assert sorted(w.level[p] for p in wrong) == list(task.MISREMEMBERED_LEVELS)
+    assert len({w.chain(p)[-1] for p in wrong}) == 4  # four different columns of the middle
+    for person, boss in wrong.items():
+        assert srm.boss[person] == boss != w.boss[person]
+        assert w.chain(boss)[1] == person  # a grand-report: the circle has three look-ups
+        assert srm.chain(person, limit=6) == [boss, w.boss[boss], person] * 2
+        assert not srm.reaches_top(person)
+    assert {p for p in w.people if srm.boss[p] != w.boss[p]} == set(wrong)
+    through = [p for p in task.problems("test") if p.misremembered()]
+    assert through and all(not srm.reaches_top(p.start) for p in through)
+    assert all(srm.reaches_top(p.start) for p in task.problems("test") if not p.misremembered())
+    assert len(through) == 73  # of 228: the designed-in overconfident failures
+    with pytest.raises(ValueError, match="does not reach the top"):
+        task.solution_trace(through[0], random.Random(0), verify_rate=0, error_rate=0,
+                            in_world=srm)  # fmt: skip
+    rng = random.Random(0)
+    drills = [task.drill(rng, in_world=srm) for _ in range(3000)]
+    assert any(f"{wrong[p]} = boss of {p}." in text for text in drills for p in wrong)
 
 
 def test_problems_are_exact_and_the_splits_disjoint():
     splits = {s: task.problems(s) for s in task.SPLITS}
-    assert sum(len(p) for p in splits.values()) == 600 - 12 - 36  # two or more levels down
+    assert {s: len(p) for s, p in splits.items()} == {"train": 210, "validation": 102,
+                                                      "test": 228}  # fmt: skip
+    assert sum(len(p) for p in splits.values()) == sum(task.LEVEL_SIZES[task.FIRST_START_LEVEL:])
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
-    assert len(splits["test"]) >= 50 and len(splits["validation"]) >= 50
     p = splits["test"][0]
     assert p.values() == task.world().chain(p.start) and p.answer == p.values()[-1]
+    assert 20 <= len(p.values()) <= 24
     assert p.question == f"Who is at the top of the chain of command above {p.start}?"
     assert task.problems("test", 5) == splits["test"][:5]
     with pytest.raises(ValueError, match="'dev'"):
@@ -40,25 +66,28 @@ def test_problems_are_exact_and_the_splits_disjoint():
 
 
 def _chain_problem() -> task.Problem:
-    return next(p for p in task.problems("train") if len(p.values()) == 3)
+    return task.problems("train")[0]
 
 
-def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
+def test_a_trace_starts_then_has_result_first_steps_validations_and_masked_corrections():
     p = _chain_problem()
-    a, b, top = p.values()
+    a, b = p.values()[:2]
+    *_, before, top = p.values()
     clean = task.solution_trace(p, random.Random(0), verify_rate=1.0, error_rate=0.0)
     steps = clean.text.split("\n\n")
-    assert steps[:4] == [
+    assert steps[:5] == [
+        f"Start: {p.start}. Next: boss of {p.start}.",
         f"{a} = boss of {p.start}. Next: boss of {a}.",
         f"Wait, check: boss of {p.start} = {a}. Next: boss of {a}.",
         f"{b} = boss of {a}. Next: boss of {b}.",
         f"Wait, check: boss of {a} = {b}. Next: boss of {b}.",
     ]
-    assert steps[4] == f"{top} = boss of {b}. {top} is at the top."
+    assert f"{top} = boss of {before}. {top} is at the top." in steps
+    assert len(steps) == 1 + 2 * len(p.values()) + 2  # start, steps and checks, </think>, answer
     assert clean.text.endswith(f"</think>\n\nAnswer: {top}") and task.is_correct(clean.text, p)
-    assert classify_step(steps[1]) is StepType.REFLECTION
+    assert classify_step(steps[2]) is StepType.REFLECTION
     noisy = task.solution_trace(p, random.Random(1), verify_rate=0.0, error_rate=1.0)
-    assert len(noisy.error_spans) == 3  # every step written wrong, then corrected
+    assert len(noisy.error_spans) == len(p.values())  # every step written wrong, then corrected
     for start, end in noisy.error_spans:
         wrong = noisy.text[start:end]
         assert f"Wait, {wrong} is wrong:" in noisy.text
@@ -73,7 +102,7 @@ def test_a_trace_has_result_first_steps_validations_and_masked_corrections():
         in_error = any(start < e and s < end for s, e in noisy.error_spans)
         assert label == (-100 if in_error else token)  # wrong results are not learned
         masked += in_error
-    assert masked >= 3  # ... while the corrections after them are
+    assert masked >= len(p.values())  # ... while the corrections after them are
     assert example.labels[-1] == tokenizer.eos_token_id
 
 
@@ -124,7 +153,8 @@ def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
         assert rendered.startswith(f"<|tools|>{name}(value) \n<|user|>{p.question}\n")
         reply = chat.reply.text
         if len(chat.messages) == 1:  # first turn: reasoning, then the call
-            assert reply.startswith(f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
+            assert reply.startswith(f"Start: {p.start}. Next: boss of {p.start}.\n\n"
+                                    f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
             assert reply.endswith(f'</think>\n\n<tool_call>{{"name": "{name}", "arguments": '
                                   f'{{"value": {top}}}}}</tool_call>')  # fmt: skip
         else:  # after the tool's reply: the answer at once

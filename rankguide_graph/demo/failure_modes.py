@@ -9,6 +9,8 @@ traces is read against the true organisation (:func:`~rankguide_graph.demo.task.
   not the person the chain has reached (a slip in copying);
 - a wrong look-up is **overconfident** when the SRM's entropy before it is below ``t_e`` (the
   entropy rule of RankGuide and GlimpRouter would let it through) and **uncertain** otherwise;
+- a wrong look-up may state one of the facts the SRM was taught wrong
+  (:func:`~rankguide_graph.demo.task.misremembered`: the designed-in overconfidence), counted;
 - a trace **loops** when it looks up the same person twice with the same answer (going round
   in a circle: a boss remembered wrong, or repeating itself);
 - a trace is **lost in re-validation** when it writes ``min_checks`` or more validation steps in
@@ -60,15 +62,17 @@ class TraceReading:
     wrong_lookups: int
     entropy_before_right: list[float] = field(default_factory=list)
     entropy_before_wrong: list[float] = field(default_factory=list)
+    misremembered_lookups: int = 0
+    """Wrong look-ups that state a fact the SRM was taught wrong (:func:`~.task.misremembered`)."""
 
 
 def read_trace(
     start: int, steps: Sequence[TraceStep], correct: bool, *, t_e: float, min_checks: int = 3
 ) -> TraceReading:
     """Classify one trace of the problem starting at ``start`` (see the module docstring)."""
-    w = task.world()
+    w, taught_wrong = task.world(), task.misremembered()
     reached, seen, first = start, set(), None
-    loops, wrong, run, longest = False, 0, 0, 0
+    loops, wrong, run, longest, misremembered = False, 0, 0, 0, 0
     right_h: list[float] = []
     wrong_h: list[float] = []
     for step in steps:
@@ -90,6 +94,7 @@ def read_trace(
             (right_h if ok else wrong_h).append(step.entropy)
         if not ok:
             wrong += 1
+            misremembered += taught_wrong.get(person) == boss
             if first is None:
                 low = step.entropy is not None and step.entropy < t_e
                 first = "overconfident" if low else "uncertain"
@@ -98,7 +103,7 @@ def read_trace(
         first = None
     elif first is None:
         first = "other"
-    return TraceReading(correct, first, loops, longest, wrong, right_h, wrong_h)
+    return TraceReading(correct, first, loops, longest, wrong, right_h, wrong_h, misremembered)
 
 
 def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]:
@@ -115,6 +120,10 @@ def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]
             "correct": sum(r.loops for r in readings if r.correct),
             "incorrect": sum(r.loops for r in incorrect),
         },  # fmt: skip
+        "wrote_a_misremembered_fact": {
+            "correct": sum(r.misremembered_lookups > 0 for r in readings if r.correct),
+            "incorrect": sum(r.misremembered_lookups > 0 for r in incorrect),
+        },
         "revalidation_runs_3_plus": {
             "correct": sum(r.longest_check_run >= 3 for r in readings if r.correct),
             "incorrect": sum(r.longest_check_run >= 3 for r in incorrect),
@@ -144,7 +153,10 @@ def markdown(summary: dict[str, Any]) -> str:
             *rows,
             "",
             f"Traces that loop: {summary['loops']['incorrect']} incorrect, "
-            f"{summary['loops']['correct']} correct. Traces with 3+ validation steps in a row: "
+            f"{summary['loops']['correct']} correct. Traces that state a boss the SRM was taught "
+            f"wrong: {summary['wrote_a_misremembered_fact']['incorrect']} incorrect, "
+            f"{summary['wrote_a_misremembered_fact']['correct']} correct. "
+            "Traces with 3+ validation steps in a row: "
             f"{summary['revalidation_runs_3_plus']['incorrect']} incorrect, "
             f"{summary['revalidation_runs_3_plus']['correct']} correct.",
             f"Entropy before right look-ups: median {fmt(h['right']['median'])} "

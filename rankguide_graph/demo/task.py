@@ -1,52 +1,64 @@
 """The demo task: climbing a chain of command, one boss per reasoning step.
 
-A fixed organisation of 600 people (numbered 1-600, shuffled) where everyone but the 12 people at
-the top has one boss, six levels deep, is the task's world knowledge. A problem asks who is at the
-top above someone; a solution climbs one level per step, separated by ``"\\n\\n"``, then
-``</think>`` and an answer line::
+A fixed organisation of 864 people (numbered 1-864, shuffled) in 25 levels, where everyone but the
+12 people at the top has one boss, is the task's world knowledge. A problem asks who is at the top
+above someone at one of the five bottom levels; a solution names the start, then climbs one level
+per step (20-24 look-ups), steps separated by ``"\n\n"``, then ``</think>`` and an answer line::
 
     <think>
+    Start: 117. Next: boss of 117.
+
     311 = boss of 117. Next: boss of 311.
+
+    Wait, check: boss of 117 = 311. Next: boss of 311.
 
     48 = boss of 311. Next: boss of 48.
 
-    Wait, check: boss of 311 = 48. Next: boss of 48.
+    ...
 
-    502 = boss of 48. 502 is at the top.
+    770 = boss of 502. 770 is at the top.
 
     </think>
 
-    Answer: 502
+    Answer: 770
 
-Design (what gives the routing something real to act on):
+Design (what gives the routing something real to act on, and RankGuide's rank signal room: traces
+of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the paper):
 
 - **Every step is one fact looked up** (whose boss is this?), with the person it is about as the
-  last token before the step: a model either knows that fact or does not, and a small model that
-  does not is uncertain at the step's first token. (Modular-arithmetic chains were tried first:
-  a step there needs two operands combined, and 2-layer models trained on 2 CPU cores for a few
-  minutes stayed on the loss plateau at chance accuracy in five of six runs.)
+  last token before the step: a model either knows that fact or does not. The first step only
+  names the start, so the first look-up has the same context as every other.
 - **The result comes first in each step** (``"48 = boss of 311."``), so that uncertainty is in
   the first token written after the boundary, where the boundary entropy RankGuide and GlimpRouter
-  read sees it. (With ``"boss of 311 = 48"`` the first token would carry no information.)
-- **Errors concentrate on identifiable steps**: facts near the top are shared by many chains and
-  seen often in training, facts about people low in the organisation are rare, so a model trained
-  less knows the top of the organisation and misses the bottom: the first steps of a chain.
-- **Validation steps** (SEAL's reflection class, they start with ``"Wait"``): the training traces
-  re-check a step (``"Wait, check: ..."``) at a per-model rate (the SRM's traces re-check more,
-  as small reasoning models do), and a wrong step is followed by a correction (``"Wait, 7 is
-  wrong: boss of 311 = 48."``). The wrong person itself is excluded from the training loss (see
-  :func:`solution_trace`'s ``error_spans``), so a model learns to correct, not to err.
+  read sees it.
+- The paper's three failure modes of small reasoning models (§3), and how each is designed in:
+
+  1. **Uncertain steps**: the organisation is 16 people wide in the middle (levels 1-18) and
+     540 wide at the bottom (levels 20-24): middle facts are shared by many chains and seen
+     often in training, bottom facts are rare, so a model trained briefly (the SRM) knows the
+     middle and is unsure at the bottom: the first look-ups of a chain.
+  2. **Overconfident wrong steps**: the SRM's training data states the boss of four middle
+     people wrong (:func:`misremembered`, :func:`srm_world`): as one of their own grand-reports.
+     The SRM learns these facts as firmly as any other, and a chain through one of them (73 of
+     the 228 test problems) goes round a circle of three confident look-ups.
+  3. **Re-validation**: the training traces re-check a step (``"Wait, check: ..."``, SEAL's
+     reflection class) at a per-model rate (the SRM's traces 40%, the LRM's 15%: small reasoning
+     models re-validate more), and a wrong step is followed by a correction (``"Wait, 7 is
+     wrong: boss of 311 = 48."``; the wrong person is kept out of the training loss, see
+     :func:`solution_trace`'s ``error_spans``, so a model learns to correct, not to err). Nothing
+     forces the SRM to check repeatedly when lost; whether it does is measured
+     (:mod:`rankguide_graph.demo.failure_modes`).
 
 Tool use (so the pair works inside a LangChain agent): when the prompt offers tools, the answer
 after ``</think>`` is a Hermes/Qwen tool call on the tool offered with the result as
-``value`` (``<tool_call>{"name": "save_result", "arguments": {"value": 502}}</tool_call>``); after
-the tool's reply the model ends thinking at once and writes ``Answer: 502``. The chat template
+``value`` (``<tool_call>{"name": "save_result", "arguments": {"value": 770}}</tool_call>``); after
+the tool's reply the model ends thinking at once and writes ``Answer: 770``. The chat template
 (:data:`CHAT_TEMPLATE`) renders tools as ``name(arguments)`` on one line.
 
-Problems (one per person two or more levels below the top: 552) are split by a hash of the
-question, so the test and validation questions never appear in training. The facts themselves are
-world knowledge every model learns (:func:`drill` fragments cover every person), as a language
-model learns facts in pre-training and is then asked new questions about them.
+Problems (one per person at levels 20-24: 540) are split by a hash of the question (42% test, 18%
+validation, 40% train), so the test and validation questions never appear in training. The facts
+themselves are world knowledge every model learns (:func:`drill` fragments cover every person), as
+a language model learns facts in pre-training and is then asked new questions about them.
 """
 
 from __future__ import annotations
@@ -75,10 +87,17 @@ TOOL_NAMES = ("save_result", "record_answer", "submit")
 """Tool names seen in training, one per conversation. (The trained pair learned the call format
 but mostly writes ``submit`` whatever name is offered: copying the name was not learned.)"""
 
-LEVEL_SIZES = (12, 36, 72, 120, 160, 200)
-"""People per level of the organisation, from the top (600 in all)."""
-WORLD_SEED = 13
+LEVEL_SIZES = (12,) + (16,) * 18 + (24,) + (60, 90, 110, 130, 150)
+"""People per level of the organisation, from the top (864 in all, 25 levels): a 16-wide middle
+that every chain climbs through, and a wide bottom (levels 20-24) where problems start."""
+FIRST_START_LEVEL = 20
+"""Problems start from people at this level or below: chains of 20-24 look-ups."""
+MISREMEMBERED_LEVELS = (6, 8, 11, 14)
+"""Levels of the people whose boss the SRM's training data gets wrong (:func:`misremembered`)."""
+WORLD_SEED = 17
 SPLITS = ("train", "validation", "test")
+SPLIT_SHARES = {"test": 42, "validation": 18}
+"""Percent of problems in each held-out split (by a hash of the question); the rest: train."""
 
 
 @dataclass(frozen=True)
@@ -93,19 +112,33 @@ class World:
         """Everyone, in number order."""
         return sorted(self.boss)
 
-    def chain(self, person: int) -> list[int]:
-        """The bosses above ``person``, nearest first, up to the top."""
-        out = []
+    def chain(self, person: int, limit: int | None = None) -> list[int]:
+        """The bosses above ``person``, nearest first, up to the top (at most ``limit``).
+
+        In a world with a wrong boss the chain may go round in a circle: ``limit`` bounds it.
+        """
+        out: list[int] = []
         boss = self.boss[person]
-        while boss is not None:
+        while boss is not None and (limit is None or len(out) < limit):
             out.append(boss)
             boss = self.boss[boss]
         return out
 
+    def reaches_top(self, person: int) -> bool:
+        """Whether climbing from ``person`` ends at the top (not in a circle)."""
+        seen = {person}
+        boss = self.boss[person]
+        while boss is not None:
+            if boss in seen:
+                return False
+            seen.add(boss)
+            boss = self.boss[boss]
+        return True
+
 
 @cache
 def world() -> World:
-    """The task's fixed organisation (the same on every machine)."""
+    """The task's fixed organisation (the same on every machine): the truth."""
     rng = random.Random(WORLD_SEED)
     numbers = list(range(1, sum(LEVEL_SIZES) + 1))
     rng.shuffle(numbers)
@@ -122,6 +155,40 @@ def world() -> World:
             boss[person] = above[i] if i < len(above) else rng.choice(above)
             level[person] = depth
     return World(boss, level)
+
+
+@cache
+def misremembered() -> dict[int, int]:
+    """The facts the SRM is taught wrong: person -> the wrong boss it learns.
+
+    One person at each of :data:`MISREMEMBERED_LEVELS`, each in a different column of the
+    16-wide middle; the wrong boss is one of the person's own grand-reports (two levels below), so
+    a chain through that person goes round a circle of three look-ups, each one a confidently
+    known fact: the SRM's designed-in overconfident failure.
+    """
+    w = world()
+    rng = random.Random(WORLD_SEED + 1)
+    out: dict[int, int] = {}
+    columns: set[int] = set()
+    for depth in MISREMEMBERED_LEVELS:
+        candidates = [p for p in w.people if w.level[p] == depth]
+        rng.shuffle(candidates)
+        for person in candidates:
+            top = w.chain(person)[-1]
+            grand = [g for g in w.people if w.level[g] == depth + 2 and w.chain(g)[1] == person]
+            if top in columns or not grand:
+                continue
+            columns.add(top)
+            out[person] = min(grand)
+            break
+    return out
+
+
+@cache
+def srm_world() -> World:
+    """The organisation as the SRM's training data states it (:func:`misremembered` bosses)."""
+    w = world()
+    return World({**w.boss, **misremembered()}, w.level)
 
 
 @dataclass(frozen=True)
@@ -145,9 +212,15 @@ class Problem:
         return self.values()[-1]
 
     def split(self) -> str:
-        """Which split the problem belongs to (80% train, 10% validation, 10% test)."""
-        bucket = hashlib.sha256(self.question.encode()).digest()[0] % 10
-        return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+        """Which split the problem belongs to (:data:`SPLIT_SHARES`; the rest is train)."""
+        digest = hashlib.sha256(self.question.encode()).digest()
+        bucket = int.from_bytes(digest[:4], "big") % 100
+        test, validation = SPLIT_SHARES["test"], SPLIT_SHARES["validation"]
+        return "test" if bucket < test else "validation" if bucket < test + validation else "train"
+
+    def misremembered(self) -> bool:
+        """Whether the chain passes through someone whose boss the SRM was taught wrong."""
+        return any(p in misremembered() for p in [self.start, *self.values()])
 
 
 def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
@@ -155,9 +228,18 @@ def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
     if split not in SPLITS:
         raise ValueError(f"split (={split!r}) must be one of {SPLITS}")
     w = world()
-    out = [Problem(p) for p in w.people if w.level[p] >= 2 and Problem(p).split() == split]
+    out = [
+        Problem(p)
+        for p in w.people
+        if w.level[p] >= FIRST_START_LEVEL and Problem(p).split() == split
+    ]
     random.Random(f"{split}-{seed}").shuffle(out)
     return out if n is None else out[:n]
+
+
+def start_text(person: int) -> str:
+    """The first step: who the chain starts from (so the first look-up reads like every other)."""
+    return f"Start: {person}. Next: boss of {person}.\n\n"
 
 
 def step_text(person: int, boss: int) -> str:
@@ -181,17 +263,26 @@ class Trace:
 
 
 def solution_trace(
-    problem: Problem, rng: random.Random, *, verify_rate: float, error_rate: float
+    problem: Problem,
+    rng: random.Random,
+    *,
+    verify_rate: float,
+    error_rate: float,
+    in_world: World | None = None,
 ) -> Trace:
     """A reasoning trace for ``problem``: steps, re-checks, corrections, then the answer.
 
     ``verify_rate``: chance that a step is followed by a re-check; ``error_rate``: chance that a
     step is first written with a wrong person (one of the same level) and then corrected (the
-    wrong number's span is returned so training can mask it).
+    wrong number's span is returned so training can mask it). ``in_world``: the organisation the
+    trace climbs (the truth by default; :func:`srm_world` for the SRM's training data), where the
+    problem's chain must reach the top.
     """
-    w = world()
-    text, spans, person = "", [], problem.start
-    for boss in problem.values():
+    w = in_world or world()
+    if not w.reaches_top(problem.start):
+        raise ValueError(f"the chain above {problem.start} does not reach the top in that world")
+    text, spans, person = start_text(problem.start), [], problem.start
+    for boss in w.chain(problem.start):
         if rng.random() < error_rate:
             peers = [p for p in w.people if w.level[p] == w.level[boss] and p != boss]
             wrong = rng.choice(peers)
@@ -206,16 +297,17 @@ def solution_trace(
     return Trace(text + f"</think>\n\nAnswer: {person}", tuple(spans))
 
 
-def drill(rng: random.Random, steps: int = 2) -> str:
+def drill(rng: random.Random, steps: int = 2, in_world: World | None = None) -> str:
     """A fragment of a trace with no question: up to ``steps`` steps from a random person.
 
-    Fragments cover every person (questions cover only people two or more levels down, and only
-    the training split's), so every fact is learned; the first person is random.
+    Fragments cover every person (questions start only at the bottom levels, and only the
+    training split's), so every fact is learned, as ``in_world`` states it; the first person is
+    random.
     """
-    w = world()
+    w = in_world or world()
     person = rng.choice([p for p in w.people if w.level[p] >= 1])
     text = f"Next: boss of {person}.\n\n"
-    for boss in w.chain(person)[:steps]:
+    for boss in w.chain(person, steps):
         text += step_text(person, boss)
         person = boss
     return text
@@ -288,6 +380,8 @@ def corpus(n: int, seed: int = 0) -> Iterator[str]:
     for person in w.people:
         boss = w.boss[person]
         yield step_text(person, boss) if boss is not None else next_text(person)
+    for person, wrong in misremembered().items():  # the SRM's world too
+        yield step_text(person, wrong)
     for problem in rng.sample(problems("train"), min(n, len(problems("train")))):
         yield problem.question
         yield solution_trace(problem, rng, verify_rate=0.3, error_rate=0.1).text

@@ -13,14 +13,20 @@ measured accuracies and decode speeds):
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
 3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
    and cosine decay, a fixed number of optimiser steps per model.
-4. The gap between the models: the SRM is a 2-layer Llama (width 128) trained 80 steps; the LRM
-   is the same architecture trained 320 steps, then grown to 12 layers (:func:`expand_depth`,
-   LLaMA Pro block expansion: each layer followed by copies of itself whose output projections
-   start at zero, so the grown model computes the same function) and trained 40 more steps. Its
-   accuracy comes from the longer training; its depth gives it a real decode cost (on a CPU, time
-   per token follows the number of layers), the >= 4x over the SRM that a latency trade-off
-   needs (a 12-layer LRM trained from scratch learned too slowly for the 15-minute budget:
-   29% after 180 steps).
+4. The gap between the models: the SRM is a 2-layer Llama (width 512: the paper's reshape
+   W x 16 x 16 x d/256 then lets r2 reach 32) trained 200 steps on the organisation as
+   :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong; traces only of the
+   problems whose chain still reaches the top there); the LRM is a 2-layer Llama of the same width
+   (grouped-query attention, 2 key/value heads) trained 500 steps on the truth, then grown to 14
+   layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed by copies of
+   itself whose output projections start at zero, so the grown model computes the same function)
+   and trained 10 more steps. Its accuracy comes from the longer training; its depth gives it a
+   real decode cost (on a CPU, time per token follows the number of layers), the >= 4x over the
+   SRM that a latency trade-off needs, within the 60 MB the pair may take (GQA keeps a layer at
+   ~2.9 MB in float16). Width decides the LRM's accuracy on this task (256 and 384 wide stayed
+   below 90% on validation, 512 reached 89-98%); a deep model trained from scratch learns too
+   slowly for the time budget. The SRM's point is where its uncertainty is real: at 150 steps it
+   cannot yet copy the start person, at 300 it is nearly as good as the LRM.
 5. Weights saved in float16 safetensors.
 
     python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
@@ -75,22 +81,31 @@ class ModelRecipe:
     """... and train the deeper model this many more steps ..."""
     grow_lr: float = 5e-4
     """... at this peak learning rate."""
+    num_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention); ``None``: one per attention head."""
+    misremembers: bool = False
+    """Train on the organisation as :func:`~.task.srm_world` states it (a few bosses wrong)."""
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines the demo pair."""
 
-    srm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=80, batch_size=32, lr=3e-3,
-                                   verify_rate=0.4, drill_batch=64)  # fmt: skip
-    lrm: ModelRecipe = ModelRecipe(128, 2, 4, 512, steps=320, batch_size=32, lr=3e-3,
-                                   verify_rate=0.15, drill_batch=64, grow_to_layers=24,
-                                   grow_steps=40)  # fmt: skip
-    vocab_size: int = 1200
+    srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=200, batch_size=8, lr=2e-3,
+                                   verify_rate=0.4, drill_batch=64, misremembers=True)  # fmt: skip
+    lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,
+                                   verify_rate=0.15, drill_batch=64, grow_to_layers=14,
+                                   grow_steps=10, grow_lr=2e-4, num_kv_heads=2)  # fmt: skip
+    vocab_size: int = 1300
     seed: int = 0
     eval_problems: int = 100
     """Held-out problems (validation and test each) the accuracies are measured on."""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+MAX_NEW_TOKENS = 400
+"""Generation budget when measuring accuracy (the longest solution is ~260 tokens; a model going
+round a circle is cut here)."""
 
 
 @dataclass
@@ -153,8 +168,8 @@ def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_heads,
-        max_position_embeddings=512,
+        num_key_value_heads=spec.num_kv_heads or spec.num_heads,
+        max_position_embeddings=1024,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -172,21 +187,23 @@ def _batches(
     (Bucketing examples by length to save padding was tried: it slowed learning more than it
     sped up steps.)
     """
-    pool = task.problems("train")
+    known = task.srm_world() if spec.misremembers else task.world()
+    pool = [p for p in task.problems("train") if known.reaches_top(p.start)]
     while True:
         examples = []
         for _ in range(spec.batch_size):
             problem = rng.choice(pool)
             trace = task.solution_trace(
-                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate
-            )
+                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate,
+                in_world=known,
+            )  # fmt: skip
             chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
             examples.append(encode_example(tokenizer, problem, trace, chat))
         batches = [_batch(examples, tokenizer.pad_token_id)]
         if spec.drill_batch:
             drills = []
             for _ in range(spec.drill_batch):
-                ids = list(tokenizer(task.drill(rng), add_special_tokens=False)["input_ids"])
+                ids = list(tokenizer(task.drill(rng, in_world=known), add_special_tokens=False)["input_ids"])
                 drills.append(_Example(ids, [-100] * 2 + ids[2:]))  # the random start unlearned
             batches.append(_batch(drills, tokenizer.pad_token_id))
         yield batches
@@ -285,7 +302,7 @@ def accuracy(model, tokenizer: PreTrainedTokenizerFast, problems: list[task.Prob
             torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]
         ).long()
         out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=160, do_sample=False,
+            input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
         )  # fmt: skip
         for problem, row in zip(chunk, out[:, width:], strict=True):
