@@ -73,3 +73,26 @@ def test_the_command_reads_the_demo_srms_own_traces(tmp_path, capsys):
     lookups = summary["entropy_before_lookups"]
     assert lookups["right"]["n"] + lookups["wrong"]["n"] > 4  # every look-up had its entropy
     assert "SRM-only traces: 4" in capsys.readouterr().out
+
+
+def test_a_start_naming_someone_else_is_a_miscopy_and_a_taught_wrong_boss_is_counted():
+    p = next(p for p in task.problems("test") if p.misremembered())
+    w, taught = task.world(), task.misremembered()
+    start = TraceStep(f"{p.start + 1} is the start. Next: boss of {p.start + 1}.", "execution", 3.5)
+    miscopied = read_trace(p.start, [start], correct=False, t_e=1.0)
+    assert miscopied.miscopied_start and miscopied.first_failure == "uncertain"
+    assert miscopied.entropy_before_wrong == [3.5]
+    person = next(x for x in [p.start, *p.values()] if x in taught)
+    chain = [p.start, *p.values()]
+    steps = [TraceStep(f"{p.start} is the start. Next: boss of {p.start}.", "execution", 0.1)]
+    steps += [_lookup(a, b, 0.1) for a, b in zip(chain, chain[1:]) if a != person][
+        : chain.index(person)
+    ]
+    steps.append(_lookup(person, taught[person], 0.02))  # the wrong boss, confidently
+    reading = read_trace(p.start, steps, correct=False, t_e=1.0)
+    assert not reading.miscopied_start and reading.first_failure == "overconfident"
+    assert reading.misremembered_lookups == 1 and reading.wrong_lookups == 1
+    assert w.boss[person] != taught[person]
+    summary = summarise([miscopied, reading], t_e=1.0)
+    assert summary["miscopied_start"] == {"correct": 0, "incorrect": 1}
+    assert summary["wrote_a_misremembered_fact"] == {"correct": 0, "incorrect": 1}

@@ -76,7 +76,7 @@ def test_a_trace_starts_then_has_result_first_steps_validations_and_masked_corre
     clean = task.solution_trace(p, random.Random(0), verify_rate=1.0, error_rate=0.0)
     steps = clean.text.split("\n\n")
     assert steps[:5] == [
-        f"Start: {p.start}. Next: boss of {p.start}.",
+        f"{p.start} is the start. Next: boss of {p.start}.",
         f"{a} = boss of {p.start}. Next: boss of {a}.",
         f"Wait, check: boss of {p.start} = {a}. Next: boss of {a}.",
         f"{b} = boss of {a}. Next: boss of {b}.",
@@ -113,7 +113,7 @@ def test_every_person_is_one_token_and_drills_cover_the_whole_organisation():
                for p in w.people)  # fmt: skip
     rng = random.Random(0)
     looked_up = set()
-    for _ in range(4000):
+    for _ in range(12000):
         text = task.drill(rng)
         first = int(text.split("boss of ")[1].split(".")[0])
         looked_up.add(first)
@@ -153,7 +153,7 @@ def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
         assert rendered.startswith(f"<|tools|>{name}(value) \n<|user|>{p.question}\n")
         reply = chat.reply.text
         if len(chat.messages) == 1:  # first turn: reasoning, then the call
-            assert reply.startswith(f"Start: {p.start}. Next: boss of {p.start}.\n\n"
+            assert reply.startswith(f"{p.start} is the start. Next: boss of {p.start}.\n\n"
                                     f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
             assert reply.endswith(f'</think>\n\n<tool_call>{{"name": "{name}", "arguments": '
                                   f'{{"value": {top}}}}}</tool_call>')  # fmt: skip
@@ -186,3 +186,23 @@ def test_growing_a_model_keeps_its_function_and_adds_real_layers():
                                small.model.layers[1].mlp.up_proj.weight)  # fmt: skip
     with pytest.raises(ValueError, match="multiple of 2"):
         expand_depth(small, 5)
+
+
+def test_a_drills_random_start_is_kept_out_of_the_loss_and_bottom_facts_can_be_rarer():
+    from rankguide_graph.demo.train import ModelRecipe, _batches
+
+    tokenizer = build_task_tokenizer(Recipe())
+    spec = ModelRecipe(64, 1, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.0,
+                       drill_batch=16)  # fmt: skip
+    _, drills = next(_batches(spec, tokenizer, random.Random(0)))
+    for ids, labels in zip(drills["input_ids"], drills["labels"], strict=True):
+        start = tokenizer.decode(ids[:3])
+        assert start.startswith("Next: boss of ") and start[len("Next: boss of "):].isdigit()
+        assert (labels[:3] == -100).all() and labels[3] == ids[3]  # learned from ".\n\n" on
+    w = task.world()
+    rng = random.Random(0)
+    def bottom_share(weight: float) -> float:
+        starts = [int(task.drill(rng, bottom_weight=weight).split("boss of ")[1].split(".")[0])
+                  for _ in range(3000)]  # fmt: skip
+        return sum(w.level[p] >= task.FIRST_START_LEVEL for p in starts) / len(starts)
+    assert bottom_share(1.0) > 0.55 and bottom_share(0.3) < 0.4  # 540 of 852 people: 63% vs 34%

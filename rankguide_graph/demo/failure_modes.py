@@ -6,7 +6,8 @@ The SRM runs alone (policy ``srm-only``, signals recorded) on a split of the dem
 traces is read against the true organisation (:func:`~rankguide_graph.demo.task.world`):
 
 - a *look-up* is an execution step ``"B = boss of A."``; it is wrong when B is not A's boss or A is
-  not the person the chain has reached (a slip in copying);
+  not the person the chain has reached (a slip in copying); the first step, ``"A is the start."``,
+  is wrong when A is not the person the question names (a miscopied start);
 - a wrong look-up is **overconfident** when the SRM's entropy before it is below ``t_e`` (the
   entropy rule of RankGuide and GlimpRouter would let it through) and **uncertain** otherwise;
 - a wrong look-up may state one of the facts the SRM was taught wrong
@@ -39,6 +40,8 @@ from rankguide_graph.demo import task
 
 LOOKUP = re.compile(r"^(\d+) = boss of (\d+)\.")
 """An execution step: ``"<boss> = boss of <person>."``."""
+START = re.compile(r"^(\d+) is the start\.")
+"""The first step: ``"<person> is the start."`` (the person the question names, copied)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class TraceReading:
     wrong_lookups: int
     entropy_before_right: list[float] = field(default_factory=list)
     entropy_before_wrong: list[float] = field(default_factory=list)
+    miscopied_start: bool = False
+    """The first step named someone other than the question's person."""
     misremembered_lookups: int = 0
     """Wrong look-ups that state a fact the SRM was taught wrong (:func:`~.task.misremembered`)."""
 
@@ -72,7 +77,7 @@ def read_trace(
     """Classify one trace of the problem starting at ``start`` (see the module docstring)."""
     w, taught_wrong = task.world(), task.misremembered()
     reached, seen, first = start, set(), None
-    loops, wrong, run, longest, misremembered = False, 0, 0, 0, 0
+    loops, wrong, run, longest, misremembered, miscopied = False, 0, 0, 0, 0, False
     right_h: list[float] = []
     wrong_h: list[float] = []
     for step in steps:
@@ -82,14 +87,19 @@ def read_trace(
             if first is None and run >= min_checks:
                 first = "lost_in_revalidation"
             continue
-        match = LOOKUP.match(step.text.strip())
-        if match is None:
+        copy = START.match(step.text.strip())
+        if copy is not None and not seen:  # the start, copied from the question
+            person = boss = int(copy[1])
+            miscopied = boss != start
+            ok = not miscopied
+        elif (match := LOOKUP.match(step.text.strip())) is not None:
+            boss, person = int(match[1]), int(match[2])
+            loops |= (person, boss) in seen
+            seen.add((person, boss))
+            ok = person == reached and w.boss.get(person) == boss
+        else:
             continue
         run = 0
-        boss, person = int(match[1]), int(match[2])
-        loops |= (person, boss) in seen
-        seen.add((person, boss))
-        ok = person == reached and w.boss.get(person) == boss
         if step.entropy is not None:
             (right_h if ok else wrong_h).append(step.entropy)
         if not ok:
@@ -103,7 +113,9 @@ def read_trace(
         first = None
     elif first is None:
         first = "other"
-    return TraceReading(correct, first, loops, longest, wrong, right_h, wrong_h, misremembered)
+    return TraceReading(
+        correct, first, loops, longest, wrong, right_h, wrong_h, miscopied, misremembered
+    )
 
 
 def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]:
@@ -120,6 +132,10 @@ def summarise(readings: Sequence[TraceReading], *, t_e: float) -> dict[str, Any]
             "correct": sum(r.loops for r in readings if r.correct),
             "incorrect": sum(r.loops for r in incorrect),
         },  # fmt: skip
+        "miscopied_start": {
+            "correct": sum(r.miscopied_start for r in readings if r.correct),
+            "incorrect": sum(r.miscopied_start for r in incorrect),
+        },
         "wrote_a_misremembered_fact": {
             "correct": sum(r.misremembered_lookups > 0 for r in readings if r.correct),
             "incorrect": sum(r.misremembered_lookups > 0 for r in incorrect),
@@ -153,7 +169,10 @@ def markdown(summary: dict[str, Any]) -> str:
             *rows,
             "",
             f"Traces that loop: {summary['loops']['incorrect']} incorrect, "
-            f"{summary['loops']['correct']} correct. Traces that state a boss the SRM was taught "
+            f"{summary['loops']['correct']} correct. Traces whose first step names someone else "
+            f"than the question: {summary['miscopied_start']['incorrect']} incorrect, "
+            f"{summary['miscopied_start']['correct']} correct. "
+            "Traces that state a boss the SRM was taught "
             f"wrong: {summary['wrote_a_misremembered_fact']['incorrect']} incorrect, "
             f"{summary['wrote_a_misremembered_fact']['correct']} correct. "
             "Traces with 3+ validation steps in a row: "

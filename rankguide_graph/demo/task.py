@@ -6,7 +6,7 @@ above someone at one of the five bottom levels; a solution names the start, then
 per step (20-24 look-ups), steps separated by ``"\n\n"``, then ``</think>`` and an answer line::
 
     <think>
-    Start: 117. Next: boss of 117.
+    117 is the start. Next: boss of 117.
 
     311 = boss of 117. Next: boss of 311.
 
@@ -238,8 +238,12 @@ def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
 
 
 def start_text(person: int) -> str:
-    """The first step: who the chain starts from (so the first look-up reads like every other)."""
-    return f"Start: {person}. Next: boss of {person}.\n\n"
+    """The first step: who the chain starts from (so the first look-up reads like every other).
+
+    The person comes first, as the result does in a look-up: a model unsure of whom the question
+    names is unsure at the step's first token, where the boundary entropy sees it.
+    """
+    return f"{person} is the start. Next: boss of {person}.\n\n"
 
 
 def step_text(person: int, boss: int) -> str:
@@ -297,15 +301,20 @@ def solution_trace(
     return Trace(text + f"</think>\n\nAnswer: {person}", tuple(spans))
 
 
-def drill(rng: random.Random, steps: int = 2, in_world: World | None = None) -> str:
+def drill(
+    rng: random.Random, steps: int = 2, in_world: World | None = None, bottom_weight: float = 1.0
+) -> str:
     """A fragment of a trace with no question: up to ``steps`` steps from a random person.
 
     Fragments cover every person (questions start only at the bottom levels, and only the
     training split's), so every fact is learned, as ``in_world`` states it; the first person is
-    random.
+    random, a person at the levels problems start from ``bottom_weight`` times as likely as
+    another (below 1: the rare bottom facts are seen less, and stay uncertain longer).
     """
     w = in_world or world()
-    person = rng.choice([p for p in w.people if w.level[p] >= 1])
+    people = [p for p in w.people if w.level[p] >= 1]
+    weights = [bottom_weight if w.level[p] >= FIRST_START_LEVEL else 1.0 for p in people]
+    person = rng.choices(people, weights)[0] if bottom_weight != 1.0 else rng.choice(people)
     text = f"Next: boss of {person}.\n\n"
     for boss in w.chain(person, steps):
         text += step_text(person, boss)

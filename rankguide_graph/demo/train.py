@@ -75,6 +75,10 @@ class ModelRecipe:
     """Share of training examples that offer a tool (:func:`~.task.tool_example`)."""
     drill_batch: int = 0
     """Trace fragments (:func:`~.task.drill`) trained beside each batch of whole traces."""
+    tie_embeddings: bool = False
+    """One matrix for the input embedding and the output head (copying a token is then easy)."""
+    drill_bottom_weight: float = 1.0
+    """How likely a drill starts at a person of the bottom levels, relative to anyone else."""
     grow_to_layers: int | None = None
     """After ``steps``, deepen the model to this many layers (:func:`expand_depth`) ..."""
     grow_steps: int = 0
@@ -91,8 +95,9 @@ class ModelRecipe:
 class Recipe:
     """Everything that determines the demo pair."""
 
-    srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=200, batch_size=8, lr=2e-3,
-                                   verify_rate=0.4, drill_batch=64, misremembers=True)  # fmt: skip
+    srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=250, batch_size=8, lr=2e-3,
+                                   verify_rate=0.4, drill_batch=64, drill_bottom_weight=0.3,
+                                   misremembers=True)  # fmt: skip
     lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,
                                    verify_rate=0.15, drill_batch=64, grow_to_layers=14,
                                    grow_steps=10, grow_lr=2e-4, num_kv_heads=2)  # fmt: skip
@@ -170,7 +175,7 @@ def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads or spec.num_heads,
         max_position_embeddings=1024,
-        tie_word_embeddings=False,
+        tie_word_embeddings=spec.tie_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -203,8 +208,11 @@ def _batches(
         if spec.drill_batch:
             drills = []
             for _ in range(spec.drill_batch):
-                ids = list(tokenizer(task.drill(rng, in_world=known), add_special_tokens=False)["input_ids"])
-                drills.append(_Example(ids, [-100] * 2 + ids[2:]))  # the random start unlearned
+                text = task.drill(rng, in_world=known, bottom_weight=spec.drill_bottom_weight)
+                ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+                start = text[: text.index(".")]  # "Next: boss of N": the random start unlearned
+                skip = len(tokenizer(start, add_special_tokens=False)["input_ids"])
+                drills.append(_Example(ids, [-100] * skip + ids[skip:]))
             batches.append(_batch(drills, tokenizer.pad_token_id))
         yield batches
 
