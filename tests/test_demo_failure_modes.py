@@ -85,9 +85,8 @@ def test_a_start_naming_someone_else_is_a_miscopy_and_a_taught_wrong_boss_is_cou
     person = next(x for x in [p.start, *p.values()] if x in taught)
     chain = [p.start, *p.values()]
     steps = [TraceStep(f"{p.start} is the start. Next: boss of {p.start}.", "execution", 0.1)]
-    steps += [_lookup(a, b, 0.1) for a, b in zip(chain, chain[1:]) if a != person][
-        : chain.index(person)
-    ]
+    k = chain.index(person)  # climb right up to the person taught wrong ...
+    steps += [_lookup(a, b, 0.1) for a, b in zip(chain[:k], chain[1 : k + 1], strict=True)]
     steps.append(_lookup(person, taught[person], 0.02))  # the wrong boss, confidently
     reading = read_trace(p.start, steps, correct=False, t_e=1.0)
     assert not reading.miscopied_start and reading.first_failure == "overconfident"

@@ -54,7 +54,7 @@ def test_problems_are_exact_and_the_splits_disjoint():
     splits = {s: task.problems(s) for s in task.SPLITS}
     assert {s: len(p) for s, p in splits.items()} == {"train": 210, "validation": 102,
                                                       "test": 228}  # fmt: skip
-    assert sum(len(p) for p in splits.values()) == sum(task.LEVEL_SIZES[task.FIRST_START_LEVEL:])
+    assert sum(len(p) for p in splits.values()) == sum(task.LEVEL_SIZES[task.FIRST_START_LEVEL :])
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
     p = splits["test"][0]
     assert p.values() == task.world().chain(p.start) and p.answer == p.values()[-1]
@@ -153,8 +153,10 @@ def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
         assert rendered.startswith(f"<|tools|>{name}(value) \n<|user|>{p.question}\n")
         reply = chat.reply.text
         if len(chat.messages) == 1:  # first turn: reasoning, then the call
-            assert reply.startswith(f"{p.start} is the start. Next: boss of {p.start}.\n\n"
-                                    f"{a} = boss of {p.start}. Next: boss of {a}.\n\n")
+            assert reply.startswith(
+                f"{p.start} is the start. Next: boss of {p.start}.\n\n"
+                f"{a} = boss of {p.start}. Next: boss of {a}.\n\n"
+            )
             assert reply.endswith(f'</think>\n\n<tool_call>{{"name": "{name}", "arguments": '
                                   f'{{"value": {top}}}}}</tool_call>')  # fmt: skip
         else:  # after the tool's reply: the answer at once
@@ -197,12 +199,14 @@ def test_a_drills_random_start_is_kept_out_of_the_loss_and_bottom_facts_can_be_r
     _, drills = next(_batches(spec, tokenizer, random.Random(0)))
     for ids, labels in zip(drills["input_ids"], drills["labels"], strict=True):
         start = tokenizer.decode(ids[:3])
-        assert start.startswith("Next: boss of ") and start[len("Next: boss of "):].isdigit()
+        assert start.startswith("Next: boss of ") and start[len("Next: boss of ") :].isdigit()
         assert (labels[:3] == -100).all() and labels[3] == ids[3]  # learned from ".\n\n" on
     w = task.world()
     rng = random.Random(0)
+
     def bottom_share(weight: float) -> float:
         starts = [int(task.drill(rng, bottom_weight=weight).split("boss of ")[1].split(".")[0])
                   for _ in range(3000)]  # fmt: skip
         return sum(w.level[p] >= task.FIRST_START_LEVEL for p in starts) / len(starts)
+
     assert bottom_share(1.0) > 0.55 and bottom_share(0.3) < 0.4  # 540 of 852 people: 63% vs 34%

@@ -8,15 +8,15 @@ per step (20-24 look-ups), steps separated by ``"\n\n"``, then ``</think>`` and 
     <think>
     117 is the start. Next: boss of 117.
 
-    311 = boss of 117. Next: boss of 311.
+    151 = boss of 117. Next: boss of 151.
 
-    Wait, check: boss of 117 = 311. Next: boss of 311.
+    Wait, check: boss of 117 = 151. Next: boss of 151.
 
-    48 = boss of 311. Next: boss of 48.
+    521 = boss of 151. Next: boss of 521.
 
     ...
 
-    770 = boss of 502. 770 is at the top.
+    770 = boss of 504. 770 is at the top.
 
     </think>
 
@@ -35,8 +35,9 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
 
   1. **Uncertain steps**: the organisation is 16 people wide in the middle (levels 1-18) and
      540 wide at the bottom (levels 20-24): middle facts are shared by many chains and seen
-     often in training, bottom facts are rare, so a model trained briefly (the SRM) knows the
-     middle and is unsure at the bottom: the first look-ups of a chain.
+     often in training, bottom facts are rare (:func:`drill`'s ``bottom_weight``), so a model
+     trained briefly (the SRM) knows the middle and is less sure at the bottom: the first
+     look-ups of a chain. Copying the start person from the question is learned late too.
   2. **Overconfident wrong steps**: the SRM's training data states the boss of four middle
      people wrong (:func:`misremembered`, :func:`srm_world`): as one of their own grand-reports.
      The SRM learns these facts as firmly as any other, and a chain through one of them (73 of
