@@ -13,24 +13,24 @@ measured accuracies and decode speeds):
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
 3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
    and cosine decay, a fixed number of optimiser steps per model.
-4. The gap between the models: the SRM is a 2-layer Llama (width 512: the paper's reshape
-   W x 16 x 16 x d/256 then lets r2 reach 32) trained 250 steps on the organisation as
+4. The gap between the models: the SRM is a 2-layer Llama (width 512: the paper's reshape W x 16 x
+   16 x d/256 then lets r2 reach 32) trained 250 steps on the organisation as
    :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong; traces only of the
    problems whose chain still reaches the top there), its drills starting at a bottom person 0.3
-   times as often as at anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of
-   the same width (grouped-query attention, 2 key/value heads) trained 500 steps on the truth,
-   then grown to 14 layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed
-   by copies of itself whose output projections start at zero, so the grown model computes the
-   same function) and trained 10 more steps. Its accuracy comes from the longer training; its
-   depth gives it a real decode cost (on a CPU, time per token follows the number of layers), the >= 4x over the
-   SRM that a latency trade-off needs, within the 60 MB the pair may take (GQA keeps a layer at
-   ~2.9 MB in float16). Width decides the LRM's accuracy on this task (256 and 384 wide stayed
-   below 90% on validation, 512 reached 89-98%); a deep model trained from scratch learns too
-   slowly for the time budget. The SRM's point is where its uncertainty is real: at 150 steps it
-   cannot yet copy the start person, at 300 it is nearly as good as the LRM. Tried and dropped
-   (SRM, 200 steps, validation): tied embeddings copied the start more often (61 vs 36 of 102)
-   but learned the facts slower (30% vs 39% solved); 32 questions trained with their first step
-   alone beside each batch made it worse (7%).
+   times as often as at anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of the
+   same width (grouped-query attention, 2 key/value heads) trained 500 steps on the truth, then
+   grown to 14 layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed by
+   copies of itself whose output projections start at zero, so the grown model computes the same
+   function) and trained 10 more steps. Its accuracy comes from the longer training; its depth gives
+   it a real decode cost (on a CPU, time per token follows the number of layers), the >= 4x over the
+   SRM that a latency trade-off needs, within the 60 MB the pair may take (GQA keeps a layer at ~2.9
+   MB in float16). Width decides the LRM's accuracy on this task (256 and 384 wide stayed below 90%
+   on validation, 512 reached 89-98%); a deep model trained from scratch learns too slowly for the
+   time budget. The SRM's point is where its uncertainty is real: at 150 steps it cannot yet copy
+   the start person, at 300 it is nearly as good as the LRM. Tried and dropped (SRM, 200 steps,
+   validation): tied embeddings copied the start more often (61 vs 36 of 102) but learned the facts
+   slower (30% vs 39% solved); 32 questions trained with their first step alone beside each batch
+   made it worse (7%).
 5. Weights saved in float16 safetensors.
 
     python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
