@@ -76,7 +76,8 @@ def read_trace(
 ) -> TraceReading:
     """Classify one trace of the problem starting at ``start`` (see the module docstring)."""
     w, taught_wrong = task.world(), task.misremembered()
-    reached, seen, first = start, set(), None
+    reached, first = start, None
+    seen: set[tuple[int, int]] = set()
     loops, wrong, run, longest, misremembered, miscopied = False, 0, 0, 0, 0, False
     right_h: list[float] = []
     wrong_h: list[float] = []
