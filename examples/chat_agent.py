@@ -2,9 +2,11 @@
 
 The demo pair was trained to answer with a tool call when the prompt offers a tool
 (``rankguide_graph/demo/task.py``): it reasons (routed between SRM and LRM), calls the tool with
-its result, reads the tool's reply and gives the final answer. Training offered one of three tool
-names; the pair learned the call format but mostly writes ``submit`` whatever name is offered
-(7 of 9 tries with the other two names), so the tool here is called ``submit``.
+its result, reads the tool's reply and gives the final answer. The first pair learned this (it
+wrote ``submit`` whatever name was offered, so the tool here is called ``submit``); the second
+pair, shipped now, does not choose to call: it answers ``Answer: 770`` and the notebook stays
+empty (README, "The demo pair"; issue 17 is open for it). Point ``ChatRankGuide`` at a real pair
+(``srm=``/``lrm=``) to see the agent loop.
 
     pip install "rankguide-graph[agents]"   # langchain, for create_agent
     python examples/chat_agent.py

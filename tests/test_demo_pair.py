@@ -109,9 +109,19 @@ def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
     ("example", "expected"),
     [
         ("chat_chain.py", "batch: ['Answer:"),
-        ("chat_agent.py", "notebook: [560]"),  # the tool was called with the right person
-        ("chat_in_graph.py", "top above 204: 206 is right"),
-        ("chat_streaming.py", "answer: Answer: 560"),
+        pytest.param(
+            "chat_agent.py",
+            "notebook: [770]",  # the tool was called with the right person
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "the second demo pair (issue 17) does not choose to call an offered tool: with "
+                    "tool_choice='auto' it answers 'Answer: 770' (forced calls work, tested above)"
+                ),
+            ),
+        ),
+        ("chat_in_graph.py", "top above 703: 481 is right"),
+        ("chat_streaming.py", "answer: Answer: 770"),
     ],
 )
 def test_the_chat_examples_run_on_the_demo_pair(example, expected, capsys, monkeypatch):
