@@ -54,7 +54,9 @@ Tool use (so the pair works inside a LangChain agent): when the prompt offers to
 after ``</think>`` is a Hermes/Qwen tool call on the tool offered with the result as
 ``value`` (``<tool_call>{"name": "save_result", "arguments": {"value": 770}}</tool_call>``); after
 the tool's reply the model ends thinking at once and writes ``Answer: 770``. The chat template
-(:data:`CHAT_TEMPLATE`) renders tools as ``name(arguments)`` on one line.
+(:data:`CHAT_TEMPLATE`) renders tools as ``name(arguments)`` on one line. (The first demo pair
+learned to call; the second, with traces ten times longer, did not: it answers whether or not a
+tool is offered, and calls only when the call is required. See the README, "The demo pair".)
 
 Problems (one per person at levels 20-24: 540) are split by a hash of the question (42% test, 18%
 validation, 40% train), so the test and validation questions never appear in training. The facts
@@ -85,8 +87,8 @@ CHAT_TEMPLATE = (
 """The demo pair's chat template: the tiny models' one, plus tools and tool calls."""
 
 TOOL_NAMES = ("save_result", "record_answer", "submit")
-"""Tool names seen in training, one per conversation. (The trained pair learned the call format
-but mostly writes ``submit`` whatever name is offered: copying the name was not learned.)"""
+"""Tool names seen in training, one per conversation. (The first demo pair learned the call
+format but mostly wrote ``submit`` whatever name was offered: copying the name was not learned.)"""
 
 LEVEL_SIZES = (12,) + (16,) * 18 + (24,) + (60, 90, 110, 130, 150)
 """People per level of the organisation, from the top (864 in all, 25 levels): a 16-wide middle
