@@ -210,3 +210,8 @@ def test_a_drills_random_start_is_kept_out_of_the_loss_and_bottom_facts_can_be_r
         return sum(w.level[p] >= task.FIRST_START_LEVEL for p in starts) / len(starts)
 
     assert bottom_share(1.0) > 0.55 and bottom_share(0.3) < 0.4  # 540 of 852 people: 63% vs 34%
+
+
+def test_a_question_gives_back_its_problem():
+    for p in task.problems("validation")[:5]:
+        assert task.Problem.from_question(p.question) == p

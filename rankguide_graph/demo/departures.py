@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from rankguide_graph.demo import task
+from rankguide_graph.demo.failure_modes import LOOKUP
 
 NEXT = re.compile(r"Next: boss of (\d+)\.|(\d+) is at the top")
 """The person a step hands on to the next one."""
-LOOKUP = re.compile(r"^(\d+) = boss of (\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -122,16 +122,16 @@ def run(policy: str, dataset: str, limit: int | None, taught_wrong_only: bool) -
     context = demo_context(policy=policy)
     graph = build_graph()
     records = []
-    chosen = []
-    for problem in demo_problems(dataset):
-        start = int(problem.problem.rsplit(" ", 1)[1].rstrip("?"))
-        if not taught_wrong_only or task.Problem(start).misremembered():
-            chosen.append((problem, start))
-    for problem, start in tqdm(chosen[:limit], desc=policy, unit="problem"):
+    chosen = [
+        (problem, task.Problem.from_question(problem.problem)) for problem in demo_problems(dataset)
+    ]
+    if taught_wrong_only:
+        chosen = [(problem, asked) for problem, asked in chosen if asked.misremembered()]
+    for problem, asked in tqdm(chosen[:limit], desc=policy, unit="problem"):
         out = graph.invoke({"question": problem.problem}, context=context)
         steps = [RoutedStep(s["text"], s["model"], s["decision"]["rule"]) for s in out["steps"]]
-        correct = task.is_correct(out["answer"], task.Problem(start))
-        found = departure(start, steps)
+        correct = task.is_correct(out["answer"], asked)
+        found = departure(asked.start, steps)
         records.append({"id": problem.id, "correct": correct,
                         "departure": None if found is None else asdict(found)})  # fmt: skip
     return records

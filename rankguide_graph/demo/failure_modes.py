@@ -202,9 +202,9 @@ def run_srm(dataset: str, limit: int | None) -> list[TraceReading]:
         steps = [
             TraceStep(s["text"], s["step_type"], s["signals"]["entropy"]) for s in out["steps"]
         ]
-        start = int(problem.problem.rsplit(" ", 1)[1].rstrip("?"))
-        correct = task.is_correct(out["answer"], task.Problem(start))
-        readings.append(read_trace(start, steps, correct, t_e=context.t_e))
+        asked = task.Problem.from_question(problem.problem)
+        correct = task.is_correct(out["answer"], asked)
+        readings.append(read_trace(asked.start, steps, correct, t_e=context.t_e))
     return readings
 
 

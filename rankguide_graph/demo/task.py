@@ -205,6 +205,11 @@ class Problem:
         """The problem as a user would ask it."""
         return f"Who is at the top of the chain of command above {self.start}?"
 
+    @classmethod
+    def from_question(cls, question: str) -> Problem:
+        """The problem a :attr:`question` asks (its last word is the start person)."""
+        return cls(int(question.rsplit(" ", 1)[1].rstrip("?")))
+
     def values(self) -> list[int]:
         """The person reached after each step."""
         return world().chain(self.start)
