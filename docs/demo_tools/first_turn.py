@@ -1,6 +1,6 @@
-"""First-turn calls of a saved model (offered one tool, tool_choice auto, greedy), 10 validation questions.
+"""First-turn calls of a saved model with the shipped tokenizer: one tool offered, greedy, 10 validation questions.
 
-    python first_turn.py MODEL_DIR
+    python docs/demo_tools/first_turn.py MODEL_DIR
 """
 import sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer

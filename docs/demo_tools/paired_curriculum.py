@@ -1,8 +1,10 @@
 """Paired decision training: each problem twice in a batch, the same trace, with and without a
 tool offered; the decision token (first after "</think>\n\n") weighted W_DEC. A prior cannot lower
-this loss, only reading the tools line can.
+this loss, only reading the tools line can. CUT: the share of pairs whose reasoning is cut after a
+random number of steps (`</think>` and the tail then out of the loss), the distance curriculum;
+`emb`: train only the input embeddings of the tool-only tokens. SAVE `-`: do not save.
 
-    python paired.py ROLE STEPS LR W_DEC PAIRS [SAVE]
+    python docs/demo_tools/paired_curriculum.py ROLE STEPS LR W_DEC PAIRS [SAVE [CUT [emb]]]
 """
 import sys, random, time, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
