@@ -10,7 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rankguide_graph.cli import main
 from rankguide_graph.demo import task
-from rankguide_graph.demo.train import Recipe, build_task_tokenizer, encode_example
+from rankguide_graph.demo.recipe import ModelRecipe, Recipe
+from rankguide_graph.demo.train import build_task_tokenizer
+from rankguide_graph.demo.training_data import encode_example, trace_batches
 from rankguide_graph.signals import StepType, classify_step
 
 
@@ -172,7 +174,7 @@ def test_tool_examples_render_the_tool_and_teach_the_call_then_the_answer():
 def test_growing_a_model_keeps_its_function_and_adds_real_layers():
     import torch
 
-    from rankguide_graph.demo.train import ModelRecipe, build_model, expand_depth
+    from rankguide_graph.demo.train import build_model, expand_depth
 
     tokenizer = build_task_tokenizer(Recipe())
     spec = ModelRecipe(64, 2, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.0)
@@ -191,12 +193,10 @@ def test_growing_a_model_keeps_its_function_and_adds_real_layers():
 
 
 def test_a_drills_random_start_is_kept_out_of_the_loss_and_bottom_facts_can_be_rarer():
-    from rankguide_graph.demo.train import ModelRecipe, _batches
-
     tokenizer = build_task_tokenizer(Recipe())
     spec = ModelRecipe(64, 1, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.0,
                        drill_batch=16)  # fmt: skip
-    _, drills = next(_batches(spec, tokenizer, random.Random(0)))
+    _, drills = next(trace_batches(spec, tokenizer, random.Random(0)))
     for ids, labels in zip(drills["input_ids"], drills["labels"], strict=True):
         start = tokenizer.decode(ids[:3])
         assert start.startswith("Next: boss of ") and start[len("Next: boss of ") :].isdigit()

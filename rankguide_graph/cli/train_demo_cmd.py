@@ -1,6 +1,9 @@
 """``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 15 minutes on 2 cores).
 
 ``--quick`` trains two tiny models for a few steps: a smoke test of the recipe, not a usable pair.
+``--tool-phase`` adds the tool phase (:mod:`rankguide_graph.demo.tool_phase`) after training;
+``--tool-phase-from PAIR`` runs only that phase on a pair trained before, as if it had been in
+that pair's recipe.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ def register(commands: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for srm/, lrm/")
     parser.add_argument("--quick", action="store_true", help="a few steps on tiny models")
     parser.add_argument("--seed", type=int, default=0)
+    phase = parser.add_mutually_exclusive_group()
+    phase.add_argument(
+        "--tool-phase", action="store_true", help="teach both models to choose an offered tool"
+    )
+    phase.add_argument(
+        "--tool-phase-from",
+        type=Path,
+        metavar="PAIR",
+        help="only run the tool phase, on the pair in PAIR (a train-demo --out directory)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -28,15 +41,26 @@ def run(args: argparse.Namespace) -> int:
     """Train, measure and save the pair."""
     import torch
 
-    from rankguide_graph.demo.train import ModelRecipe, Recipe, train_demo_pair
+    from rankguide_graph.demo.recipe import TOOL_PHASES, ModelRecipe, Recipe, ToolPhase
+    from rankguide_graph.demo.train import add_tool_phase, train_demo_pair
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    recipe = Recipe(seed=args.seed)
+    phases = dict(TOOL_PHASES)
     if args.quick:
-        tiny = ModelRecipe(64, 1, 2, 128, steps=3, batch_size=4, lr=1e-3, verify_rate=0.3)
-        grown = replace(tiny, grow_to_layers=2, grow_steps=2)
-        recipe = replace(recipe, srm=tiny, lrm=grown, eval_problems=4)
-    report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100)
+        phases = {role: ToolPhase(steps=2, pairs=1, second_turns=1) for role in phases}
+    if args.tool_phase_from:
+        report = add_tool_phase(args.tool_phase_from, args.out, phases,
+                                log_every=0 if args.quick else 50)  # fmt: skip
+    else:
+        recipe = Recipe(seed=args.seed)
+        if args.quick:
+            tiny = ModelRecipe(64, 1, 2, 128, steps=3, batch_size=4, lr=1e-3, verify_rate=0.3)
+            grown = replace(tiny, grow_to_layers=2, grow_steps=2)
+            recipe = replace(recipe, srm=tiny, lrm=grown, eval_problems=4)
+        if args.tool_phase:
+            recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=phases["srm"]),
+                             lrm=replace(recipe.lrm, tool_phase=phases["lrm"]))  # fmt: skip
+        report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100)
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
     print(
         f"wrote {args.out}: SRM accuracy {srm['accuracy']}, LRM accuracy {lrm['accuracy']}, "

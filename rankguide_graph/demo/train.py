@@ -1,7 +1,7 @@
 """Train the embedded demo pair from scratch: a small and a large Llama on the demo task.
 
-Recipe (all of it in :class:`Recipe`, written beside the weights as ``recipe.json`` with the
-measured accuracies and decode speeds):
+Recipe (all of it in :class:`~rankguide_graph.demo.recipe.Recipe`, written beside the weights
+as ``recipe.json`` with the measured accuracies and decode speeds):
 
 1. A byte-level BPE tokenizer trained on task text (every person's number is one token), with the
    demo chat template (:data:`~rankguide_graph.demo.task.CHAT_TEMPLATE`, tools included), shared
@@ -31,9 +31,17 @@ measured accuracies and decode speeds):
    validation): tied embeddings copied the start more often (61 vs 36 of 102) but learned the facts
    slower (30% vs 39% solved); 32 questions trained with their first step alone beside each batch
    made it worse (7%).
-5. Weights saved in float16 safetensors.
+5. Optionally (:attr:`~.recipe.ModelRecipe.tool_phase`), the tool phase
+   (:mod:`~rankguide_graph.demo.tool_phase`) on the weights rounded to float16: learning to
+   choose an offered tool, which 10% of tool conversations did not teach this pair. The shipped
+   pair has none yet (README, "The demo pair").
+6. Weights saved in float16 safetensors; accuracies, tool choice and decode speed measured.
 
-    python -m rankguide_graph.demo.train --out DIR    # or: rankguide train-demo --out DIR
+Data and batches are in :mod:`~rankguide_graph.demo.training_data`, the recipe in
+:mod:`~rankguide_graph.demo.recipe`.
+
+    rankguide train-demo --out DIR [--tool-phase]
+    rankguide train-demo --tool-phase-from PAIR --out DIR    # only the tool phase, on PAIR
 """
 
 from __future__ import annotations
@@ -42,85 +50,29 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
-from rankguide_graph.backend.prompting import encode_conversation, encode_question
+from rankguide_graph.backend.prompting import encode_question
 from rankguide_graph.demo import task
+from rankguide_graph.demo.recipe import ModelRecipe, Recipe, ToolPhase
+from rankguide_graph.demo.tool_phase import tool_choice, train_tool_choice
+from rankguide_graph.demo.training_data import trace_batches
 from rankguide_graph.tiny_models import build_tokenizer
-
-
-@dataclass(frozen=True)
-class ModelRecipe:
-    """Size and training of one model of the pair."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    steps: int
-    """Optimiser steps."""
-    batch_size: int
-    lr: float
-    verify_rate: float
-    """Share of multiplications followed by a verification step in its training traces."""
-    error_rate: float = 0.1
-    """Share of multiplications first written wrong and then corrected."""
-    tool_rate: float = 0.1
-    """Share of training examples that offer a tool (:func:`~.task.tool_example`)."""
-    drill_batch: int = 0
-    """Trace fragments (:func:`~.task.drill`) trained beside each batch of whole traces."""
-    tie_embeddings: bool = False
-    """One matrix for the input embedding and the output head (copying a token is then easy)."""
-    drill_bottom_weight: float = 1.0
-    """How likely a drill starts at a person of the bottom levels, relative to anyone else."""
-    grow_to_layers: int | None = None
-    """After ``steps``, deepen the model to this many layers (:func:`expand_depth`) ..."""
-    grow_steps: int = 0
-    """... and train the deeper model this many more steps ..."""
-    grow_lr: float = 5e-4
-    """... at this peak learning rate."""
-    num_kv_heads: int | None = None
-    """Key/value heads (grouped-query attention); ``None``: one per attention head."""
-    misremembers: bool = False
-    """Train on the organisation as :func:`~.task.srm_world` states it (a few bosses wrong)."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that determines the demo pair."""
-
-    srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=250, batch_size=8, lr=2e-3,
-                                   verify_rate=0.4, drill_batch=64, drill_bottom_weight=0.3,
-                                   misremembers=True)  # fmt: skip
-    lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,
-                                   verify_rate=0.15, drill_batch=64, grow_to_layers=14,
-                                   grow_steps=10, grow_lr=2e-4, num_kv_heads=2)  # fmt: skip
-    vocab_size: int = 1300
-    seed: int = 0
-    eval_problems: int = 100
-    """Held-out problems (validation and test each) the accuracies are measured on."""
-    extra: dict[str, str] = field(default_factory=dict)
-
 
 MAX_NEW_TOKENS = 400
 """Generation budget when measuring accuracy (the longest solution is ~260 tokens; a model going
 round a circle is cut here)."""
-
-
-@dataclass
-class _Example:
-    input_ids: list[int]
-    labels: list[int]
 
 
 def build_task_tokenizer(recipe: Recipe) -> PreTrainedTokenizerFast:
@@ -130,43 +82,6 @@ def build_task_tokenizer(recipe: Recipe) -> PreTrainedTokenizerFast:
     )
     tokenizer.chat_template = task.CHAT_TEMPLATE
     return tokenizer
-
-
-def encode_example(
-    tokenizer: PreTrainedTokenizerFast,
-    problem: task.Problem,
-    trace: task.Trace,
-    chat: task.ChatExample | None = None,
-) -> _Example:
-    """Prompt (masked) + trace + EOS; tokens overlapping an error span are masked too.
-
-    With ``chat``, the prompt is its conversation (with tools) and the reply its ``reply``.
-    """
-    if chat is not None:
-        prompt = encode_conversation(tokenizer, list(chat.messages), tools=list(chat.tools))
-        trace = chat.reply
-    else:
-        prompt = encode_question(tokenizer, problem.question)
-    encoded = tokenizer(trace.text, add_special_tokens=False, return_offsets_mapping=True)
-    labels = []
-    for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
-        masked = any(start < e and s < end for s, e in trace.error_spans)
-        labels.append(-100 if masked else token)
-    eos = tokenizer.eos_token_id
-    ids = prompt + list(encoded["input_ids"]) + [eos]
-    return _Example(ids, [-100] * len(prompt) + labels + [eos])
-
-
-def _batch(examples: list[_Example], pad: int) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad)  # (B, T)
-    labels = torch.full((len(examples), width), -100)  # (B, T)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
-    for i, e in enumerate(examples):
-        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
-        labels[i, : len(e.labels)] = torch.tensor(e.labels)
-        mask[i, : len(e.input_ids)] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int):
@@ -186,39 +101,6 @@ def build_model(spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, seed: int
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
-
-
-def _batches(
-    spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, rng: random.Random
-) -> Iterator[list[dict[str, torch.Tensor]]]:
-    """Endless training batches of random training problems (and drills, if the recipe has them).
-
-    (Bucketing examples by length to save padding was tried: it slowed learning more than it
-    sped up steps.)
-    """
-    known = task.srm_world() if spec.misremembers else task.world()
-    pool = [p for p in task.problems("train") if known.reaches_top(p.start)]
-    while True:
-        examples = []
-        for _ in range(spec.batch_size):
-            problem = rng.choice(pool)
-            trace = task.solution_trace(
-                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate,
-                in_world=known,
-            )  # fmt: skip
-            chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
-            examples.append(encode_example(tokenizer, problem, trace, chat))
-        batches = [_batch(examples, tokenizer.pad_token_id)]
-        if spec.drill_batch:
-            drills = []
-            for _ in range(spec.drill_batch):
-                text = task.drill(rng, in_world=known, bottom_weight=spec.drill_bottom_weight)
-                ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-                start = text[: text.index(".")]  # "Next: boss of N": the random start unlearned
-                skip = len(tokenizer(start, add_special_tokens=False)["input_ids"])
-                drills.append(_Example(ids, [-100] * skip + ids[skip:]))
-            batches.append(_batch(drills, tokenizer.pad_token_id))
-        yield batches
 
 
 def expand_depth(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
@@ -267,7 +149,7 @@ def train_model(
     model = build_model(spec, tokenizer, seed) if model is None else model
     model.train()
     rng = random.Random(seed)
-    batches = _batches(spec, tokenizer, rng)
+    batches = trace_batches(spec, tokenizer, rng)
     optimiser = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
     warmup = max(1, steps // 20)
 
@@ -346,15 +228,16 @@ def decode_ms_per_token(path: Path, tokens: int = 48) -> float:
     return best * 1000
 
 
+TOOL_CHOICE_PROBLEMS = 10
+"""Validation problems the tool-choice report (:func:`~.tool_phase.tool_choice`) is measured on."""
+
+
 def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int = 100) -> dict:
     """Train both models, measure them, save them (float16) and ``recipe.json`` under ``out``."""
     recipe = recipe or Recipe()
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_task_tokenizer(recipe)
-    held_out = {
-        split: task.problems(split, recipe.eval_problems, recipe.seed)
-        for split in ("validation", "test")
-    }
+    held_out = _held_out(recipe)
     report: dict = {"recipe": asdict(recipe), "models": {}}
     for offset, (role, spec) in enumerate((("srm", recipe.srm), ("lrm", recipe.lrm))):
         print(f"training the {role.upper()} ({spec.num_layers} layers, {spec.hidden_size} wide)")
@@ -368,17 +251,88 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
             model = grown
             log["seconds"] += more["seconds"]
             log["final_loss"] = more["final_loss"]
-        scores = {split: accuracy(model, tokenizer, p) for split, p in held_out.items()}
-        model.half()
-        model.save_pretrained(out / role)
-        tokenizer.save_pretrained(out / role)
-        report["models"][role] = {
-            **log,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "accuracy": scores,
-            "decode_ms_per_token": decode_ms_per_token(out / role),
-        }
-        print(f"  {role}: accuracy {scores}, {log['seconds']:.0f} s")
+        if spec.tool_phase:
+            # From the weights as saved (what ``--tool-phase-from`` starts from); not with
+            # ``model.half().float()``, which would round RoPE's inv_freq buffer too.
+            model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+            log["accuracy_before_tool_phase"] = accuracy(model, tokenizer, held_out["validation"])
+            _run_tool_phase(model, tokenizer, spec, seed, log, log_every)
+        report["models"][role] = _measure_and_save(model, tokenizer, out / role, held_out, log)
+    return _write_report(out, report)
+
+
+def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
+                   log_every: int = 50) -> dict:  # fmt: skip
+    """Run the tool phase on the pair trained at ``pair`` and write the result under ``out``.
+
+    The same as training from scratch with ``phases`` in the recipe (the phase starts from the
+    float16 weights either way, with the same seed), without the training before it.
+    ``phases`` maps ``"srm"`` / ``"lrm"`` to a phase; a model without one is copied unchanged.
+    """
+    source_file = pair / "recipe.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(
+            f"{source_file} does not exist: --tool-phase-from takes a directory written by "
+            "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
+        )
+    source = json.loads(source_file.read_text())
+    recipe = Recipe.from_dict(source["recipe"])
+    recipe = replace(recipe, **{role: replace(getattr(recipe, role), tool_phase=phase)
+                                for role, phase in phases.items()})  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(pair / "srm"))
+    held_out = _held_out(recipe)
+    report: dict = {"recipe": asdict(recipe), "tool_phase_from": str(pair), "models": {}}
+    for offset, role in enumerate(("srm", "lrm")):
+        spec: ModelRecipe = getattr(recipe, role)
+        model = AutoModelForCausalLM.from_pretrained(pair / role, dtype=torch.float32)
+        log = {k: v for k, v in source["models"][role].items() if k in ("final_loss", "seconds")}
+        if spec.tool_phase:
+            print(f"tool phase of the {role.upper()} from {pair / role}")
+            log["accuracy_before_tool_phase"] = source["models"][role]["accuracy"]["validation"]
+            _run_tool_phase(model, tokenizer, spec, recipe.seed + offset, log, log_every)
+        report["models"][role] = _measure_and_save(model, tokenizer, out / role, held_out, log)
+    return _write_report(out, report)
+
+
+def _held_out(recipe: Recipe) -> dict[str, list[task.Problem]]:
+    return {
+        split: task.problems(split, recipe.eval_problems, recipe.seed)
+        for split in ("validation", "test")
+    }
+
+
+def _run_tool_phase(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
+                    spec: ModelRecipe, seed: int, log: dict, log_every: int) -> None:  # fmt: skip
+    assert spec.tool_phase is not None
+    print(f"  tool phase: {spec.tool_phase.steps} steps at lr {spec.tool_phase.lr}")
+    phase_log = train_tool_choice(model, tokenizer, spec, spec.tool_phase, seed + 200,
+                                  log_every=log_every)  # fmt: skip
+    log["tool_phase_final_loss"] = phase_log["final_loss"]
+    log["seconds"] = log.get("seconds", 0.0) + phase_log["seconds"]
+
+
+def _measure_and_save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path,
+                      held_out: dict[str, list[task.Problem]], log: dict) -> dict:  # fmt: skip
+    """Accuracies and tool choice (float32), then float16 weights, tokenizer and decode speed."""
+    scores = {split: accuracy(model, tokenizer, p) for split, p in held_out.items()}
+    choice = tool_choice(model, tokenizer, held_out["validation"][:TOOL_CHOICE_PROBLEMS],
+                         max_new_tokens=MAX_NEW_TOKENS)  # fmt: skip
+    model.half()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    rounded = {k: round(v, 2) for k, v in choice.items()}
+    print(f"  {path.name}: accuracy {scores}, tool choice {rounded}, {log.get('seconds', 0):.0f} s")
+    return {
+        **log,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "accuracy": scores,
+        "tool_choice": choice,
+        "decode_ms_per_token": decode_ms_per_token(path),
+    }
+
+
+def _write_report(out: Path, report: dict) -> dict:
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
     report["decode_cost_ratio"] = lrm["decode_ms_per_token"] / srm["decode_ms_per_token"]
     (out / "recipe.json").write_text(json.dumps(report, indent=2) + "\n")

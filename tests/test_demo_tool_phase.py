@@ -1,0 +1,180 @@
+"""The tool phase: paired decision examples, the distance curriculum, its loss, and its CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rankguide_graph.cli import main
+from rankguide_graph.demo import task
+from rankguide_graph.demo.recipe import ModelRecipe, Recipe, ToolPhase
+from rankguide_graph.demo.tool_phase import (
+    THINK_END,
+    WeightedExample,
+    cut_after,
+    decision_pair,
+    phase_batch,
+    second_turn,
+    weighted_loss,
+)
+from rankguide_graph.demo.train import build_model, build_task_tokenizer
+from rankguide_graph.demo.training_data import training_pool
+
+PHASE = ToolPhase(decision_weight=10.0, call_weight=3.0, name_weight=5.0)
+SPEC = ModelRecipe(64, 1, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_task_tokenizer(Recipe())
+
+
+def _reply(tokenizer, example: WeightedExample, prompt_length: int) -> list[tuple[str, float]]:
+    """(token text, weight) of the reply after the prompt, the EOS included."""
+    ids = example.input_ids[prompt_length:]
+    return [(tokenizer.decode([t]), w)
+            for t, w in zip(ids, example.weights[prompt_length:], strict=True)]  # fmt: skip
+
+
+def _prompt_length(example: WeightedExample, tokenizer) -> int:
+    think = tokenizer.convert_tokens_to_ids("<think>")
+    return example.input_ids.index(think) + 2  # "<think>" and its "\n" end the prompt
+
+
+def _traced_problem() -> tuple[task.Problem, task.Trace]:
+    problem = task.problems("train")[0]
+    rng = random.Random(3)
+    while True:  # a trace with a masked error, so the mask is tested too
+        trace = task.solution_trace(problem, rng, verify_rate=0.3, error_rate=0.3)
+        if trace.error_spans:
+            return problem, trace
+
+
+def test_a_decision_pair_is_one_trace_with_and_without_a_tool_and_weighs_the_decision(tokenizer):
+    problem, trace = _traced_problem()
+    with_tool, without = decision_pair(tokenizer, problem, trace, "record_answer", PHASE)
+    prompt = tokenizer.decode(with_tool.input_ids[: _prompt_length(with_tool, tokenizer)])
+    assert prompt.startswith(f"<|tools|>record_answer(value) \n<|user|>{problem.question}\n")
+    assert "<|tools|>" not in tokenizer.decode(without.input_ids)
+    a = _reply(tokenizer, with_tool, _prompt_length(with_tool, tokenizer))
+    b = _reply(tokenizer, without, _prompt_length(without, tokenizer))
+    decisions = [i for i, (_, w) in enumerate(a) if w == PHASE.decision_weight]
+    assert decisions == [i for i, (_, w) in enumerate(b) if w == PHASE.decision_weight]
+    (k,) = decisions
+    assert a[:k] == b[:k]  # the same reasoning, token for token and weight for weight
+    assert "".join(t for t, _ in a[:k]) == trace.text[: trace.text.index("</think>")] + THINK_END
+    assert a[k][0] == "<" and b[k][0].startswith("Answer")
+    wrong = trace.text[slice(*trace.error_spans[0])]
+    assert (wrong, 0.0) in a[:k]  # the deliberate error is out of the loss
+    tail = a[k + 1 :]
+    assert "".join(t for t, w in tail if w == PHASE.name_weight) == "record_answer"
+    assert {w for _, w in tail} == {PHASE.call_weight, PHASE.name_weight}
+    assert "".join(t for t, _ in a[k:]).startswith(
+        task.tool_call_text("record_answer", problem.answer)
+    )
+    assert {w for _, w in b[k + 1 :]} == {1.0} and b[-1][0] == tokenizer.eos_token
+
+
+def test_a_cut_pair_learns_the_decision_and_the_tool_name_only(tokenizer):
+    problem, trace = _traced_problem()
+    with_tool, without = decision_pair(tokenizer, problem, trace, "submit", PHASE, cut_steps=3)
+    a = _reply(tokenizer, with_tool, _prompt_length(with_tool, tokenizer))
+    b = _reply(tokenizer, without, _prompt_length(without, tokenizer))
+    text = "".join(t for t, _ in b)
+    assert text.startswith(cut_after(trace, 3) + THINK_END + f"Answer: {problem.answer}")
+    assert cut_after(trace, 3).count("\n\n") == 3
+    (k,) = [i for i, (_, w) in enumerate(a) if w == PHASE.decision_weight]
+    think_end = [w for t, w in a[:k] if t in ("</think>", "\n\n")][-2:]
+    assert think_end == [0.0, 0.0]  # no lesson to stop reasoning early
+    learned_after = "".join(t for t, w in a[k + 1 :] if w)
+    assert learned_after == "submit"  # the name, at name_weight; the value is not learned
+    assert {w for _, w in a[k + 1 :] if w} == {PHASE.name_weight}
+    assert {w for _, w in b[k + 1 :]} == {0.0}
+    with pytest.raises(ValueError, match=r"steps \(=99\) must be between 1 and"):
+        cut_after(trace, 99)
+
+
+def test_the_second_turn_ends_thinking_and_answers(tokenizer):
+    problem = task.problems("train")[1]
+    example = second_turn(tokenizer, problem, "save_result", PHASE)
+    prompt = tokenizer.decode(example.input_ids[: example.weights.index(1.0)])
+    assert (
+        prompt.startswith("<|tools|>save_result(value) \n") and f"saved {problem.answer}" in prompt
+    )
+    reply = _reply(tokenizer, example, example.weights.index(1.0))
+    assert (
+        "".join(t for t, _ in reply) == f"{THINK_END}Answer: {problem.answer}" + tokenizer.eos_token
+    )
+    assert [w for t, w in reply if t.startswith("Answer")] == [PHASE.decision_weight]
+
+
+def test_phase_batches_pair_problems_from_the_models_own_world(tokenizer):
+    srm = replace(SPEC, misremembers=True, error_rate=0.0)
+    pool = training_pool(srm)
+    assert all(task.srm_world().reaches_top(p.start) for p in pool)
+    assert len(pool) < len(training_pool(SPEC))  # circles the SRM misremembers are left out
+    rng = random.Random(0)
+    batch = phase_batch(srm, replace(PHASE, pairs=4, second_turns=2), tokenizer, rng)
+    assert len(batch) == 4 * 2 + 2
+    steps = 0
+    for with_tool, without in zip(batch[0:8:2], batch[1:8:2], strict=True):
+        question = re.search(r"<\|user\|>(.*?)\n", tokenizer.decode(with_tool.input_ids))
+        assert question and task.Problem.from_question(question.group(1)) in pool
+        assert question.group(1) in tokenizer.decode(without.input_ids)
+        steps += tokenizer.decode(with_tool.input_ids).count(" = boss of ")
+    assert steps > 0
+
+
+def test_the_weighted_loss_is_the_weighted_mean_of_token_losses(tokenizer):
+    model = build_model(SPEC, tokenizer, seed=0).eval()
+    ids = [5, 17, 42, 99, 7]
+    weights = [0.0, 0.0, 2.0, 0.0, 1.0]
+    with torch.no_grad():
+        loss = weighted_loss(model, [WeightedExample(ids, weights)], tokenizer.pad_token_id)
+        logits = model(torch.tensor([ids])).logits[0]  # (T, V)
+    ce = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="none")
+    torch.testing.assert_close(loss, (2 * ce[1] + ce[3]) / 3)
+
+
+def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
+    recipe = Recipe(srm=replace(Recipe().srm, tool_phase=ToolPhase(steps=7)))
+    assert Recipe.from_dict(json.loads(json.dumps(asdict(recipe)))) == recipe
+    with pytest.raises(ValueError, match=r"unknown ModelRecipe fields \['layers'\]"):
+        ModelRecipe.from_dict({**asdict(SPEC), "layers": 3})
+
+
+def test_the_tool_phase_from_a_pair_equals_training_with_it(tmp_path, capsys):
+    base, later, direct = tmp_path / "base", tmp_path / "later", tmp_path / "direct"
+    assert main(["train-demo", "--quick", "--out", str(base)]) == 0
+    assert main(["train-demo", "--quick", "--tool-phase-from", str(base), "--out", str(later)]) == 0
+    assert main(["train-demo", "--quick", "--tool-phase", "--out", str(direct)]) == 0
+    for role in ("srm", "lrm"):
+        a = load_file(later / role / "model.safetensors")
+        b = load_file(direct / role / "model.safetensors")
+        before = load_file(base / role / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not all(torch.equal(a[k], before[k]) for k in a)  # the phase changed the weights
+    report = json.loads((later / "recipe.json").read_text())
+    recipe = Recipe.from_dict(report["recipe"])
+    assert recipe.srm.tool_phase == ToolPhase(steps=2, pairs=1, second_turns=1)
+    assert report["tool_phase_from"] == str(base)
+    model = report["models"]["lrm"]
+    assert set(model["tool_choice"]) == {"p_call_with_tool", "p_call_without", "calls",
+                                         "offered_name", "right_value", "second_turn"}  # fmt: skip
+    assert 0.0 <= model["tool_choice"]["p_call_with_tool"] <= 1.0
+    assert "accuracy_before_tool_phase" in model and "tool_phase_final_loss" in model
+    assert "tool phase of the LRM" in capsys.readouterr().out
+
+
+def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_path, capsys):
+    code = main(["train-demo", "--tool-phase-from", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "recipe.json does not exist: --tool-phase-from takes a directory written by" in (
+        capsys.readouterr().err
+    )
