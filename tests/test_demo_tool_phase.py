@@ -142,6 +142,25 @@ def test_the_weighted_loss_is_the_weighted_mean_of_token_losses(tokenizer):
     torch.testing.assert_close(loss, (2 * ce[1] + ce[3]) / 3)
 
 
+def test_keeping_adds_the_kl_from_the_model_before_on_tool_free_examples_only(tokenizer):
+    import copy
+
+    model = build_model(SPEC, tokenizer, seed=0).eval()
+    problem, trace = _traced_problem()
+    pair = list(decision_pair(tokenizer, problem, trace, "submit", PHASE))
+    assert [e.tool_free for e in pair] == [False, True]
+    pad = tokenizer.pad_token_id
+    with torch.no_grad():
+        plain = weighted_loss(model, pair, pad)
+        same = weighted_loss(model, pair, pad, copy.deepcopy(model), keep_weight=5.0)
+        other = build_model(SPEC, tokenizer, seed=1).eval()
+        kept = weighted_loss(model, pair, pad, other, keep_weight=5.0)
+        only_tool = weighted_loss(model, pair[:1], pad, other, keep_weight=5.0)
+    torch.testing.assert_close(same, plain)  # no KL from itself
+    assert kept > plain + 0.01
+    torch.testing.assert_close(only_tool, weighted_loss(model, pair[:1], pad))
+
+
 def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
     recipe = Recipe(srm=replace(Recipe().srm, tool_phase=ToolPhase(steps=7)))
     assert Recipe.from_dict(json.loads(json.dumps(asdict(recipe)))) == recipe

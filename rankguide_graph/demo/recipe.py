@@ -31,6 +31,9 @@ class ToolPhase:
     """Share of pairs cut after a random number of steps: the decision nearer the tools line."""
     drills: bool = True
     """Train the model recipe's drill batch beside each batch, so facts only drills teach stay."""
+    keep_weight: float = 0.0
+    """Weight of KL(before || now) on the tool-free traces and drills: a frozen copy of the model
+    as it was before the phase holds its tool-free next-token distributions in place."""
 
 
 TOOL_PHASES = {"srm": ToolPhase(), "lrm": ToolPhase()}

@@ -22,13 +22,19 @@ evidence the only way to lower the loss (:class:`~.recipe.ToolPhase` holds its s
 4. **Drills** beside each batch (the model recipe's, in the model's own world), so the facts only
    drills teach (every question's first look-ups) are not forgotten.
 
-Loss per batch: ``sum_t w_t CE_t / sum_t w_t`` over the conversations, plus the drills' mean CE.
+5. **Keeping** (``keep_weight``): a frozen copy of the model as it was before the phase, and the
+   KL divergence from its next-token distributions on the tool-free traces and the drills, so
+   what the model does without tools moves as little as the rest allows.
+
+Loss per batch: ``sum_t w_t CE_t / sum_t w_t`` over the conversations, plus the drills' mean CE,
+plus ``keep_weight`` times the mean KL(before || now) on the tool-free traces and on the drills.
 Traces come from the model's own world (:func:`~.task.srm_world` for the SRM), so the phase does
 not correct what the SRM misremembers.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import dataclass
@@ -51,6 +57,8 @@ class WeightedExample:
 
     input_ids: list[int]
     weights: list[float]
+    tool_free: bool = False
+    """No tool offered: what the model did here before the phase should stay (``keep_weight``)."""
 
 
 def weigh_reply(
@@ -126,6 +134,7 @@ def decision_pair(
     )  # fmt: skip
     without = weigh_reply(tokenizer, encode_question(tokenizer, problem.question), plain, phase,
                           tail_weight=0.0 if cut else 1.0, cut=cut)  # fmt: skip
+    without.tool_free = True
     return with_tool, without
 
 
@@ -173,9 +182,17 @@ def phase_batch(
 
 
 def weighted_loss(
-    model: PreTrainedModel, examples: list[WeightedExample], pad: int
+    model: PreTrainedModel,
+    examples: list[WeightedExample],
+    pad: int,
+    reference: PreTrainedModel | None = None,
+    keep_weight: float = 0.0,
 ) -> torch.Tensor:
-    """``sum_t w_t CE_t / sum_t w_t`` of next-token prediction over ``examples``."""
+    """``sum_t w_t CE_t / sum_t w_t`` of next-token prediction over ``examples``.
+
+    With a ``reference`` model, plus ``keep_weight`` times the mean KL(reference || model) over
+    the learned positions (``w_t > 0``) of the tool-free examples.
+    """
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad)  # (B, T)
     weights = torch.zeros((len(examples), width))  # (B, T)
@@ -188,7 +205,25 @@ def weighted_loss(
     ce = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
     ).view(len(examples), -1)  # (B, T-1)
-    return (ce * weights[:, 1:]).sum() / weights[:, 1:].sum()
+    loss = (ce * weights[:, 1:]).sum() / weights[:, 1:].sum()
+    rows = torch.tensor([e.tool_free for e in examples])  # (B,)
+    if reference is None or not keep_weight or not rows.any():
+        return loss
+    with torch.no_grad():
+        before = reference(input_ids=ids[rows], attention_mask=mask[rows]).logits[:, :-1]
+    return loss + keep_weight * kl_divergence(before, logits[rows], weights[rows, 1:] > 0)
+
+
+def kl_divergence(before: torch.Tensor, now: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Mean over the positions ``where`` of KL(softmax(before) || softmax(now)).
+
+    ``before``, ``now``: (B, T, V) logits; ``where``: (B, T) bool.
+    """
+    kl = torch.nn.functional.kl_div(
+        now.float().log_softmax(-1), before.float().log_softmax(-1), log_target=True,
+        reduction="none",
+    ).sum(-1)  # (B, T)  # fmt: skip
+    return (kl * where).sum() / where.sum().clamp(min=1)
 
 
 def train_tool_choice(
@@ -202,14 +237,25 @@ def train_tool_choice(
 ) -> dict[str, float]:
     """Run the tool phase on ``model`` in place; returns its log (final loss, seconds)."""
     rng = random.Random(seed)
+    reference = None
+    if phase.keep_weight:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=phase.lr, weight_decay=0.0)
     started, losses = time.perf_counter(), []
     for step in range(phase.steps):
         examples = phase_batch(spec, phase, tokenizer, rng)
-        loss = weighted_loss(model, examples, tokenizer.pad_token_id)
+        loss = weighted_loss(model, examples, tokenizer.pad_token_id, reference, phase.keep_weight)
         if phase.drills and spec.drill_batch:
-            loss = loss + model(**drill_batch(spec, tokenizer, rng)).loss
+            drills = drill_batch(spec, tokenizer, rng)
+            out = model(**drills)
+            loss = loss + out.loss
+            if reference is not None:
+                with torch.no_grad():
+                    before = reference(**drills).logits
+                where = drills["labels"][:, 1:] != -100  # (B, T-1): the learned positions
+                kl = kl_divergence(before[:, :-1], out.logits[:, :-1], where)
+                loss = loss + phase.keep_weight * kl
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
