@@ -129,6 +129,15 @@ def test_phase_batches_pair_problems_from_the_models_own_world(tokenizer):
         assert question.group(1) in tokenizer.decode(without.input_ids)
         steps += tokenizer.decode(with_tool.input_ids).count(" = boss of ")
     assert steps > 0
+    every = phase_batch(srm, replace(PHASE, pairs=2, second_turns=0, every_name=True), tokenizer,
+                        random.Random(0))  # fmt: skip
+    assert len(every) == 2 * (2 + len(task.TOOL_NAMES) - 1)
+    group = [tokenizer.decode(e.input_ids) for e in every[:4]]
+    assert [("<|tools|>" in text) for text in group] == [True, False, True, True]
+    offered = set(re.findall(r"<\|tools\|>(\w+)\(", "".join(group)))
+    assert offered == set(task.TOOL_NAMES)
+    reasoning = {text[text.index("<think>") : text.index("</think>")] for text in group}
+    assert len(reasoning) == 1  # one trace, every name
 
 
 def test_the_weighted_loss_is_the_weighted_mean_of_token_losses(tokenizer):

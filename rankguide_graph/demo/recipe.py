@@ -27,6 +27,9 @@ class ToolPhase:
     """Loss weight of the rest of a call (and of the answer after a tool's reply)."""
     name_weight: float = 0.0
     """Minimum loss weight of the tool name's tokens in a call, in cut pairs too."""
+    every_name: bool = False
+    """Each pair's tool-offered member once per name of :data:`~.task.TOOL_NAMES` (the same
+    trace): the name, like the decision, then can only be learned by reading the tools line."""
     cut_share: float = 0.7
     """Share of pairs cut after a random number of steps: the decision nearer the tools line."""
     drills: bool = True

@@ -175,6 +175,11 @@ def phase_batch(
         steps = trace.text[: trace.text.index("</think>")].count("\n\n")
         cut_steps = rng.randint(1, steps) if rng.random() < phase.cut_share else None
         examples.extend(decision_pair(tokenizer, problem, trace, name, phase, cut_steps))
+        for other in task.TOOL_NAMES if phase.every_name else ():
+            if other != name:
+                examples.append(
+                    decision_pair(tokenizer, problem, trace, other, phase, cut_steps)[0]
+                )
     for _ in range(phase.second_turns):
         problem, name = rng.choice(pool), rng.choice(task.TOOL_NAMES)
         examples.append(second_turn(tokenizer, problem, name, phase))
