@@ -198,6 +198,9 @@ def test_the_tool_phase_from_a_pair_equals_training_with_it(tmp_path, capsys):
     assert 0.0 <= model["tool_choice"]["p_call_with_tool"] <= 1.0
     assert "accuracy_before_tool_phase" in model and "tool_phase_final_loss" in model
     assert "tool phase of the LRM" in capsys.readouterr().out
+    again = ["train-demo", "--quick", "--tool-phase-from", str(later), "--out", str(tmp_path / "x")]
+    assert main(again) == 2
+    assert "the SRM in" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_path, capsys):

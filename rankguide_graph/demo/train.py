@@ -277,6 +277,12 @@ def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
         )
     source = json.loads(source_file.read_text())
     recipe = Recipe.from_dict(source["recipe"])
+    for role in phases:
+        if getattr(recipe, role).tool_phase:
+            raise ValueError(
+                f"the {role.upper()} in {pair} has had a tool phase already: pass the pair it "
+                "was made from (its recipe.json's tool_phase_from), or one trained without it"
+            )
     recipe = replace(recipe, **{role: replace(getattr(recipe, role), tool_phase=phase)
                                 for role, phase in phases.items()})  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +292,8 @@ def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
     for offset, role in enumerate(("srm", "lrm")):
         spec: ModelRecipe = getattr(recipe, role)
         model = AutoModelForCausalLM.from_pretrained(pair / role, dtype=torch.float32)
-        log = {k: v for k, v in source["models"][role].items() if k in ("final_loss", "seconds")}
+        measured = ("parameters", "accuracy", "tool_choice", "decode_ms_per_token")
+        log = {k: v for k, v in source["models"][role].items() if k not in measured}
         if spec.tool_phase:
             print(f"tool phase of the {role.upper()} from {pair / role}")
             log["accuracy_before_tool_phase"] = source["models"][role]["accuracy"]["validation"]
