@@ -26,7 +26,7 @@ from rankguide_graph.demo.tool_phase import (
 from rankguide_graph.demo.train import build_model, build_task_tokenizer
 from rankguide_graph.demo.training_data import training_pool
 
-PHASE = ToolPhase(decision_weight=10.0, call_weight=3.0, name_weight=5.0)
+PHASE = ToolPhase(decision_weight=10.0, call_weight=3.0, name_weight=5.0, every_name=False)
 SPEC = ModelRecipe(64, 1, 2, 128, steps=1, batch_size=1, lr=0.0, verify_rate=0.3)
 
 
