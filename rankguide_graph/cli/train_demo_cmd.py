@@ -1,10 +1,9 @@
 """``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 8 minutes on 2 cores).
 
 ``--quick`` trains two tiny models for a few steps: a smoke test of the recipe, not a usable pair.
-``--tool-phase`` adds the tool phase (:mod:`rankguide_graph.demo.tool_phase`, ~35 more minutes)
-after training;
-``--tool-phase-from PAIR`` runs only that phase on a pair trained before, as if it had been in
-that pair's recipe.
+``--tool-phase`` adds the tool phase (:mod:`rankguide_graph.demo.tool_phase`) after training,
+about 35 more minutes; ``--tool-phase-from PAIR`` runs only that phase on a pair trained before,
+as if it had been in that pair's recipe.
 """
 
 from __future__ import annotations
