@@ -18,7 +18,7 @@ from rankguide_graph.demo.tool_phase import (
     THINK_END,
     WeightedExample,
     cut_after,
-    decision_pair,
+    decision_examples,
     phase_batch,
     second_turn,
     weighted_loss,
@@ -58,7 +58,7 @@ def _traced_problem() -> tuple[task.Problem, task.Trace]:
 
 def test_a_decision_pair_is_one_trace_with_and_without_a_tool_and_weighs_the_decision(tokenizer):
     problem, trace = _traced_problem()
-    with_tool, without = decision_pair(tokenizer, problem, trace, "record_answer", PHASE)
+    with_tool, without = decision_examples(tokenizer, problem, trace, ["record_answer"], PHASE)
     prompt = tokenizer.decode(with_tool.input_ids[: _prompt_length(with_tool, tokenizer)])
     assert prompt.startswith(f"<|tools|>record_answer(value) \n<|user|>{problem.question}\n")
     assert "<|tools|>" not in tokenizer.decode(without.input_ids)
@@ -83,7 +83,9 @@ def test_a_decision_pair_is_one_trace_with_and_without_a_tool_and_weighs_the_dec
 
 def test_a_cut_pair_learns_the_decision_and_the_tool_name_only(tokenizer):
     problem, trace = _traced_problem()
-    with_tool, without = decision_pair(tokenizer, problem, trace, "submit", PHASE, cut_steps=3)
+    with_tool, without = decision_examples(
+        tokenizer, problem, trace, ["submit"], PHASE, cut_steps=3
+    )
     a = _reply(tokenizer, with_tool, _prompt_length(with_tool, tokenizer))
     b = _reply(tokenizer, without, _prompt_length(without, tokenizer))
     text = "".join(t for t, _ in b)
@@ -156,7 +158,7 @@ def test_keeping_adds_the_kl_from_the_model_before_on_tool_free_examples_only(to
 
     model = build_model(SPEC, tokenizer, seed=0).eval()
     problem, trace = _traced_problem()
-    pair = list(decision_pair(tokenizer, problem, trace, "submit", PHASE))
+    pair = decision_examples(tokenizer, problem, trace, ["submit"], PHASE)
     assert [e.tool_free for e in pair] == [False, True]
     pad = tokenizer.pad_token_id
     with torch.no_grad():

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,32 +111,38 @@ def cut_after(trace: task.Trace, steps: int) -> str:
     return "\n\n".join(parts[:steps]) + "\n\n"
 
 
-def decision_pair(
+def decision_examples(
     tokenizer: PreTrainedTokenizerFast,
     problem: task.Problem,
     trace: task.Trace,
-    name: str,
+    names: Sequence[str],
     phase: ToolPhase,
     cut_steps: int | None = None,
-) -> tuple[WeightedExample, WeightedExample]:
-    """One problem with the tool ``name`` offered and without, the same (maybe cut) reasoning."""
+) -> list[WeightedExample]:
+    """One problem with each tool of ``names`` offered and without, the same (maybe cut) reasoning.
+
+    In order: the first name offered, no tool, then the other names offered.
+    """
     cut = cut_steps is not None
     reasoning = (
         cut_after(trace, cut_steps) if cut_steps is not None
         else trace.text[: trace.text.index("</think>")]
     )  # fmt: skip
     spans = tuple(s for s in trace.error_spans if s[1] <= len(reasoning))
-    offered = task.Trace(reasoning + THINK_END + task.tool_call_text(name, problem.answer), spans)
-    plain = task.Trace(reasoning + THINK_END + f"Answer: {problem.answer}", spans)
     user = [{"role": "user", "content": problem.question}]
-    with_tool = weigh_reply(
-        tokenizer, encode_conversation(tokenizer, user, tools=[task.tool_schema(name)]), offered,
-        phase, tail_weight=0.0 if cut else phase.call_weight, cut=cut, name=name,
-    )  # fmt: skip
+    with_tools = []
+    for name in names:
+        call = task.tool_call_text(name, problem.answer)
+        with_tools.append(weigh_reply(
+            tokenizer, encode_conversation(tokenizer, user, tools=[task.tool_schema(name)]),
+            task.Trace(reasoning + THINK_END + call, spans), phase,
+            tail_weight=0.0 if cut else phase.call_weight, cut=cut, name=name,
+        ))  # fmt: skip
+    plain = task.Trace(reasoning + THINK_END + f"Answer: {problem.answer}", spans)
     without = weigh_reply(tokenizer, encode_question(tokenizer, problem.question), plain, phase,
                           tail_weight=0.0 if cut else 1.0, cut=cut)  # fmt: skip
     without.tool_free = True
-    return with_tool, without
+    return [with_tools[0], without, *with_tools[1:]]
 
 
 def second_turn_prompt(
@@ -174,12 +181,10 @@ def phase_batch(
         name = rng.choice(task.TOOL_NAMES)
         steps = trace.text[: trace.text.index("</think>")].count("\n\n")
         cut_steps = rng.randint(1, steps) if rng.random() < phase.cut_share else None
-        examples.extend(decision_pair(tokenizer, problem, trace, name, phase, cut_steps))
-        for other in task.TOOL_NAMES if phase.every_name else ():
-            if other != name:
-                examples.append(
-                    decision_pair(tokenizer, problem, trace, other, phase, cut_steps)[0]
-                )
+        others = [n for n in task.TOOL_NAMES if n != name] if phase.every_name else []
+        examples.extend(
+            decision_examples(tokenizer, problem, trace, [name, *others], phase, cut_steps)
+        )
     for _ in range(phase.second_turns):
         problem, name = rng.choice(pool), rng.choice(task.TOOL_NAMES)
         examples.append(second_turn(tokenizer, problem, name, phase))
