@@ -13,6 +13,8 @@ from rankguide_graph.demo.train import accuracy
 role, out = sys.argv[1], sys.argv[2]
 def value(key, text):
     kind = type(getattr(ToolPhase(), key))
+    if key == "drills":
+        return None if text == "None" else int(text)
     return text == "True" if kind is bool else kind(text)
 kw = {k: value(k, v) for k, v in (a.split("=") for a in sys.argv[3:])}
 phase = ToolPhase(**kw)

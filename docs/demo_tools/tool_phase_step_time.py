@@ -12,7 +12,7 @@ recipe = Recipe.from_dict(json.load(open("rankguide_graph/data/demo/recipe.json"
 tok = AutoTokenizer.from_pretrained("rankguide_graph/data/demo/srm")
 for label, phase, spec in [
     ("default", TOOL_PHASES["lrm"], recipe.lrm),
-    ("no drills", replace(TOOL_PHASES["lrm"], drills=False), recipe.lrm),
+    ("no drills", replace(TOOL_PHASES["lrm"], drills=0), recipe.lrm),
     ("16 drills", TOOL_PHASES["lrm"], replace(recipe.lrm, drill_batch=16)),
     ("one name", replace(TOOL_PHASES["lrm"], every_name=False), recipe.lrm),
 ]:

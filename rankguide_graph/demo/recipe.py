@@ -32,17 +32,22 @@ class ToolPhase:
     trace): the name, like the decision, then can only be learned by reading the tools line."""
     cut_share: float = 0.7
     """Share of pairs cut after a random number of steps: the decision nearer the tools line."""
-    drills: bool = True
-    """Train the model recipe's drill batch beside each batch, so facts only drills teach stay."""
+    drills: int | None = None
+    """Drill fragments trained beside each batch, so facts only drills teach stay; ``None``: the
+    model recipe's ``drill_batch``, ``0``: none."""
     keep_weight: float = 0.0
     """Weight of KL(before || now) on the tool-free traces and drills: a frozen copy of the model
     as it was before the phase holds its tool-free next-token distributions in place."""
 
 
-TOOL_PHASES = {"srm": ToolPhase(), "lrm": ToolPhase(lr=1e-4)}
+TOOL_PHASES = {
+    "srm": ToolPhase(steps=150, drills=16),
+    "lrm": ToolPhase(steps=120, lr=1e-4, drills=16),
+}
 """The tool phase of each model that ``rankguide train-demo --tool-phase(-from)`` runs: at lr 3e-4
-the LRM lost 16 points on the test split, at 1e-4 it kept its accuracy (docs/demo_tools/README.md,
-"In the package")."""
+the LRM lost 16 points on the test split, at 1e-4 it kept its accuracy; fewer steps and 16 drills a
+step (instead of the recipe's 64) keep both models' training within 25 minutes
+(docs/demo_tools/README.md, "In the package")."""
 
 
 @dataclass(frozen=True)

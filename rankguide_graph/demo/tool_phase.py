@@ -38,7 +38,7 @@ import copy
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -247,6 +247,7 @@ def train_tool_choice(
 ) -> dict[str, float]:
     """Run the tool phase on ``model`` in place; returns its log (final loss, seconds)."""
     rng = random.Random(seed)
+    drill_spec = spec if phase.drills is None else replace(spec, drill_batch=phase.drills)
     reference = None
     if phase.keep_weight:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -256,8 +257,8 @@ def train_tool_choice(
     for step in range(phase.steps):
         examples = phase_batch(spec, phase, tokenizer, rng)
         loss = weighted_loss(model, examples, tokenizer.pad_token_id, reference, phase.keep_weight)
-        if phase.drills and spec.drill_batch:
-            drills = drill_batch(spec, tokenizer, rng)
+        if drill_spec.drill_batch:
+            drills = drill_batch(drill_spec, tokenizer, rng)
             out = model(**drills)
             loss = loss + out.loss
             if reference is not None:
