@@ -181,9 +181,9 @@ def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
 
 def test_the_tool_phase_from_a_pair_equals_training_with_it(tmp_path, capsys):
     base, later, direct = tmp_path / "base", tmp_path / "later", tmp_path / "direct"
-    assert main(["train-demo", "--quick", "--out", str(base)]) == 0
+    assert main(["train-demo", "--quick", "--no-tool-phase", "--out", str(base)]) == 0
     assert main(["train-demo", "--quick", "--tool-phase-from", str(base), "--out", str(later)]) == 0
-    assert main(["train-demo", "--quick", "--tool-phase", "--out", str(direct)]) == 0
+    assert main(["train-demo", "--quick", "--out", str(direct)]) == 0
     for role in ("srm", "lrm"):
         a = load_file(later / role / "model.safetensors")
         b = load_file(direct / role / "model.safetensors")

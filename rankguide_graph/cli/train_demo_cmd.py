@@ -1,9 +1,9 @@
-"""``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 8 minutes on 2 cores).
+"""``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 20 minutes on 2 cores).
 
 ``--quick`` trains two tiny models for a few steps: a smoke test of the recipe, not a usable pair.
-``--tool-phase`` adds the tool phase (:mod:`rankguide_graph.demo.tool_phase`) after training,
-about 35 more minutes; ``--tool-phase-from PAIR`` runs only that phase on a pair trained before,
-as if it had been in that pair's recipe.
+The recipe ends with the tool phase (:mod:`rankguide_graph.demo.tool_phase`, about 13 of the
+minutes); ``--no-tool-phase`` leaves it out, and ``--tool-phase-from PAIR`` runs only that phase
+on a pair trained without it, as if it had been in that pair's recipe.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     phase = parser.add_mutually_exclusive_group()
     phase.add_argument(
-        "--tool-phase", action="store_true", help="teach both models to choose an offered tool"
+        "--no-tool-phase",
+        action="store_true",
+        help="leave out the tool phase (teaching both models to choose an offered tool)",
     )
     phase.add_argument(
         "--tool-phase-from",
@@ -57,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
             tiny = ModelRecipe(64, 1, 2, 128, steps=3, batch_size=4, lr=1e-3, verify_rate=0.3)
             grown = replace(tiny, grow_to_layers=2, grow_steps=2)
             recipe = replace(recipe, srm=tiny, lrm=grown, eval_problems=4)
-        if args.tool_phase:
-            recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=phases["srm"]),
-                             lrm=replace(recipe.lrm, tool_phase=phases["lrm"]))  # fmt: skip
+        recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=phases["srm"]),
+                         lrm=replace(recipe.lrm, tool_phase=phases["lrm"]))  # fmt: skip
+        if args.no_tool_phase:
+            recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=None),
+                             lrm=replace(recipe.lrm, tool_phase=None))  # fmt: skip
         report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100)
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
     print(

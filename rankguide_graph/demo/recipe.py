@@ -44,7 +44,7 @@ TOOL_PHASES = {
     "srm": ToolPhase(steps=150, drills=16),
     "lrm": ToolPhase(steps=120, lr=1e-4, drills=16),
 }
-"""The tool phase of each model that ``rankguide train-demo --tool-phase(-from)`` runs: at lr 3e-4
+"""The tool phase of each model that ``rankguide train-demo`` (and ``--tool-phase-from``) runs: at lr 3e-4
 the LRM lost 16 points on the test split, at 1e-4 it kept its accuracy; fewer steps and 16 drills a
 step (instead of the recipe's 64) keep both models' training within 25 minutes
 (docs/demo_tools/README.md, "In the package")."""
@@ -101,10 +101,11 @@ class Recipe:
 
     srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=250, batch_size=8, lr=2e-3,
                                    verify_rate=0.4, drill_batch=64, drill_bottom_weight=0.3,
-                                   misremembers=True)  # fmt: skip
+                                   misremembers=True, tool_phase=TOOL_PHASES["srm"])  # fmt: skip
     lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,
                                    verify_rate=0.15, drill_batch=64, grow_to_layers=14,
-                                   grow_steps=10, grow_lr=2e-4, num_kv_heads=2)  # fmt: skip
+                                   grow_steps=10, grow_lr=2e-4, num_kv_heads=2,
+                                   tool_phase=TOOL_PHASES["lrm"])  # fmt: skip
     vocab_size: int = 1300
     seed: int = 0
     eval_problems: int = 100

@@ -31,16 +31,17 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    validation): tied embeddings copied the start more often (61 vs 36 of 102) but learned the facts
    slower (30% vs 39% solved); 32 questions trained with their first step alone beside each batch
    made it worse (7%).
-5. Optionally (:attr:`~.recipe.ModelRecipe.tool_phase`), the tool phase
-   (:mod:`~rankguide_graph.demo.tool_phase`) on the weights rounded to float16: learning to
+5. The tool phase (:attr:`~.recipe.ModelRecipe.tool_phase`,
+   :mod:`~rankguide_graph.demo.tool_phase`) on the weights rounded to float16: learning to
    choose an offered tool, which 10% of tool conversations did not teach this pair. The shipped
-   pair has none yet (README, "The demo pair").
+   pair was made by ``--tool-phase-from`` on the pair trained without it (README, "The demo
+   pair").
 6. Weights saved in float16 safetensors; accuracies, tool choice and decode speed measured.
 
 Data and batches are in :mod:`~rankguide_graph.demo.training_data`, the recipe in
 :mod:`~rankguide_graph.demo.recipe`.
 
-    rankguide train-demo --out DIR [--tool-phase]
+    rankguide train-demo --out DIR [--no-tool-phase]
     rankguide train-demo --tool-phase-from PAIR --out DIR    # only the tool phase, on PAIR
 """
 
