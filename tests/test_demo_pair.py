@@ -89,25 +89,20 @@ def test_demo_chat_streams_the_answer_and_tool_choice_picks_the_tool():
     assert len(chunks) >= 3  # "Answer", ":", " N" and the last chunk
     assert "".join(c.content for c in chunks) == model.invoke(problem.problem).content
     schemas = [task.tool_schema(name) for name in task.TOOL_NAMES]
-    # a required name makes the pair call that tool (left to choose, it does not: below)
+    # a required name makes the pair call that tool, whichever it would have chosen
     for name in ("record_answer", "save_result"):
         message = model.bind_tools(schemas, tool_choice=name).invoke(problem.problem)
         ((call_name, args),) = [(c["name"], c["args"]) for c in message.tool_calls]
         assert call_name == name and isinstance(args["value"], int)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the second demo pair (issue 17) does not choose to call an offered tool: with "
-        "tool_choice='auto' it answers 'Answer: 770' (README, 'The demo pair'; forced calls "
-        "work, tested above)"
-    ),
-)
-def test_the_demo_pair_chooses_to_call_an_offered_tool():
-    model = ChatRankGuide(model="demo").bind_tools([task.tool_schema("submit")])
-    message = model.invoke("Who is at the top of the chain of command above 117?")
-    assert [c["name"] for c in message.tool_calls] == ["submit"]
+def test_the_demo_pair_chooses_to_call_an_offered_tool_by_its_name_and_answers_without():
+    question = "Who is at the top of the chain of command above 117?"
+    plain = ChatRankGuide(model="demo").invoke(question)
+    assert plain.tool_calls == [] and plain.content.startswith("Answer:")
+    for name in task.TOOL_NAMES:
+        message = ChatRankGuide(model="demo").bind_tools([task.tool_schema(name)]).invoke(question)
+        assert [c["name"] for c in message.tool_calls] == [name]
 
 
 def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
@@ -123,7 +118,7 @@ def test_eval_runs_on_the_demo_pair_by_default(tmp_path):
     ("example", "expected"),
     [
         ("chat_chain.py", "batch: ['Answer:"),
-        ("chat_agent.py", "notebook: [770]"),  # the first call required, then stored
+        ("chat_agent.py", "notebook: [770]"),  # its own call (tool_choice="auto"), stored
         ("chat_in_graph.py", "top above 703: 481 is right"),
         ("chat_streaming.py", "answer: Answer: 770"),
     ],
