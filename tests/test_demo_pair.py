@@ -65,7 +65,9 @@ def test_rankguide_demo_shows_steps_answers_and_totals(capsys):
 
 
 def test_rankguide_demo_takes_a_question(capsys):
-    assert main(["demo", "--question", "Evaluate 2 * 3 from left to right, modulo 13.",
+    # a question of the pair's task (off the task, e.g. "Evaluate 2 * 3 modulo 13.", the pair
+    # after its tool phase may answer with a tool call though none is offered: README)
+    assert main(["demo", "--question", "Who is at the top of the chain of command above 301?",
                  "--no-color"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "Answer:" in out and "reference" not in out
@@ -75,7 +77,7 @@ def test_chat_model_demo_names_the_embedded_pair(root):
     model = ChatRankGuide(model="demo", t_e=0.3)
     assert model.srm == str(root / "srm") and model.lrm == str(root / "lrm")
     assert model.t_e == 0.3  # an explicit setting wins over the pair's
-    message = model.invoke("Evaluate 2 * 3 from left to right, modulo 13.")
+    message = model.invoke("Who is at the top of the chain of command above 301?")
     assert message.response_metadata["model_name"] == "demo"
     assert message.content.startswith("Answer:")
     with pytest.raises(ValueError, match="leave srm"):
