@@ -1,7 +1,7 @@
-"""``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 20 minutes on 2 cores).
+"""``rankguide train-demo``: train the demo SRM/LRM pair from scratch (about 25 minutes on 2 cores).
 
 ``--quick`` trains two tiny models for a few steps: a smoke test of the recipe, not a usable pair.
-The recipe ends with the tool phase (:mod:`rankguide_graph.demo.tool_phase`, about 13 of the
+The recipe ends with the tool phase (:mod:`rankguide_graph.demo.tool_phase`, about 14 of the
 minutes); ``--no-tool-phase`` leaves it out, and ``--tool-phase-from PAIR`` runs only that phase
 on a pair trained without it, as if it had been in that pair's recipe.
 """
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         if args.quick:
             tiny = ModelRecipe(64, 1, 2, 128, steps=3, batch_size=4, lr=1e-3, verify_rate=0.3)
             grown = replace(tiny, grow_to_layers=2, grow_steps=2)
-            recipe = replace(recipe, srm=tiny, lrm=grown, eval_problems=4)
-        recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=phases["srm"]),
-                         lrm=replace(recipe.lrm, tool_phase=phases["lrm"]))  # fmt: skip
+            tiny_srm = replace(tiny, tool_phase=phases["srm"])
+            tiny_lrm = replace(grown, tool_phase=phases["lrm"])
+            recipe = replace(recipe, srm=tiny_srm, lrm=tiny_lrm, eval_problems=4)
         if args.no_tool_phase:
             recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=None),
                              lrm=replace(recipe.lrm, tool_phase=None))  # fmt: skip
