@@ -44,9 +44,9 @@ TOOL_PHASES = {
     "srm": ToolPhase(steps=150, drills=16),
     "lrm": ToolPhase(steps=120, lr=1e-4, drills=16),
 }
-"""The tool phase of each model that ``rankguide train-demo`` (and ``--tool-phase-from``) runs: at lr 3e-4
-the LRM lost 16 points on the test split, at 1e-4 it kept its accuracy; fewer steps and 16 drills a
-step (instead of the recipe's 64) keep both models' training within 25 minutes
+"""The tool phase of each model that ``rankguide train-demo`` (and ``--tool-phase-from``) runs:
+at lr 3e-4 the LRM lost 16 points on the test split, at 1e-4 it kept its accuracy; fewer steps
+and 16 drills a step (instead of the recipe's 64) keep both models' training within 25 minutes
 (docs/demo_tools/README.md, "In the package")."""
 
 
