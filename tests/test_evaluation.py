@@ -334,7 +334,15 @@ def test_ctrl_c_in_a_real_process_exits_130_with_one_line(pair, tmp_path):
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     root = Path(__file__).parents[1]  # this checkout's package, whatever is installed
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+
+    # SIGINT as a user's shell leaves it: a child inherits an ignored SIGINT (SIG_IGN survives
+    # exec, and Python then installs no KeyboardInterrupt handler), and an earlier test in the
+    # same pytest process may have left it ignored (CI saw the run finish with status 0).
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=root,
+                               preexec_fn=default_sigint)  # fmt: skip
     records = out / "problems.jsonl"
     deadline = time.monotonic() + 120
     while not (records.exists() and records.read_text().count("\n") >= 2):
