@@ -1,0 +1,109 @@
+"""Where a demo problem's latency goes, per policy: the models' passes vs everything else.
+
+One problem at a time (no concurrency), greedy, the pair's settings; each problem's wall time is
+split into the time spent inside ``ModelRunner.decode`` (writing a step, token by token) and
+``ModelRunner.feed`` (boundary passes: the step-state capture and catch-up prefills), per model,
+and the rest (LangGraph's loop, the signals, the answer's parsing, the grading). The two methods
+are wrapped with timers for this script only.
+
+    python docs/demo_eval/latency_breakdown.py --problems 40
+
+Prints one table (means per problem) and the ratios to LRM-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from rankguide_graph.backend.runner import ModelRunner
+from rankguide_graph.demo.pair import demo_context, demo_problems
+from rankguide_graph.evaluation.datasets import Problem
+from rankguide_graph.evaluation.harness import solve, warm_up
+from rankguide_graph.evaluation.runs import PolicyRun
+from rankguide_graph.graph import build_graph
+from rankguide_graph.prompts import format_problem
+
+SPENT: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+
+
+def timed(kind: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(self: ModelRunner, *args: Any, **kwargs: Any) -> Any:
+        model = "lrm" if "lrm" in self.name else "srm"
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            SPENT[f"{model} {kind}"] += time.perf_counter() - started
+            CALLS[f"{model} {kind}"] += 1
+
+    return wrapper
+
+
+ModelRunner.decode = timed("decode", ModelRunner.decode)  # type: ignore[method-assign]
+ModelRunner.feed = timed("feed", ModelRunner.feed)  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=40)
+    parser.add_argument("--policies", default="srm-only,lrm-only,glimprouter,rankguide")
+    args = parser.parse_args()
+    base = demo_context()
+    problems = [
+        Problem(p.id, format_problem(p.problem, "plain"), p.answer, p.line)
+        for p in demo_problems("demo", args.problems)
+    ]
+    warm_up(base, [p.problem for p in problems])
+    graph = build_graph()
+    rows = {}
+    for policy in args.policies.split(","):
+        run = PolicyRun(policy)
+        context = run.context(base)
+        SPENT.clear()
+        CALLS.clear()
+        wall = 0.0
+        steps = tokens_srm = tokens_lrm = correct = 0
+        for problem in problems:
+            record = solve(graph, run, context, problem)
+            wall += record["latency_s"] or 0.0
+            steps += record["steps"]
+            tokens_srm += record["tokens"]["srm"]
+            tokens_lrm += record["tokens"]["lrm"]
+            correct += record["correct"]
+        n = len(problems)
+        model = sum(SPENT.values())
+        rows[policy] = {
+            "wall": wall / n,
+            "model": model / n,
+            "rest": (wall - model) / n,
+            "steps": steps / n,
+            "srm tok": tokens_srm / n,
+            "lrm tok": tokens_lrm / n,
+            "correct": correct,
+            **{k: v / n for k, v in SPENT.items()},
+            **{f"{k} calls": v / n for k, v in CALLS.items()},
+        }
+    keys = [
+        "wall", "model", "rest", "srm decode", "srm feed", "lrm decode", "lrm feed",
+        "steps", "srm tok", "lrm tok", "correct",
+    ]
+    print(f"{len(problems)} demo test problems, one at a time; means per problem (s, steps, tokens)")
+    print("| policy | " + " | ".join(keys) + " | wall vs lrm-only |")
+    print("|---" * (len(keys) + 2) + "|")
+    lrm_wall = rows.get("lrm-only", {}).get("wall")
+    for policy, row in rows.items():
+        cells = [f"{row.get(k, 0.0):.3f}" if k not in ("correct",) else str(row[k]) for k in keys]
+        ratio = f"{row['wall'] / lrm_wall:.2f}x" if lrm_wall else "-"
+        print(f"| {policy} | " + " | ".join(cells) + f" | {ratio} |")
+    for policy, row in rows.items():
+        calls = {k: round(v, 1) for k, v in row.items() if k.endswith("calls")}
+        print(f"{policy}: calls per problem {calls}")
+
+
+if __name__ == "__main__":
+    main()
