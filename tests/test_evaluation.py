@@ -336,8 +336,9 @@ def test_ctrl_c_in_a_real_process_exits_130_with_one_line(pair, tmp_path):
     root = Path(__file__).parents[1]  # this checkout's package, whatever is installed
 
     # SIGINT as a user's shell leaves it: a child inherits an ignored SIGINT (SIG_IGN survives
-    # exec, and Python then installs no KeyboardInterrupt handler), and an earlier test in the
-    # same pytest process may have left it ignored (CI saw the run finish with status 0).
+    # exec, and Python then installs no KeyboardInterrupt handler). A non-interactive shell
+    # starts `cmd &` with SIGINT ignored, so a suite started in the background (`bash .ci/run &`,
+    # nohup) hands it to every child: the run then finished with status 0.
     def default_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
