@@ -121,7 +121,7 @@ def main() -> None:
     print("|---" * (len(keys) + 2) + "|")
     lrm_wall = rows.get("lrm-only", {}).get("wall")
     for policy, row in rows.items():
-        cells = [f"{row.get(k, 0.0):.3f}" if k not in ("correct",) else str(row[k]) for k in keys]
+        cells = [str(row[k]) if k == "correct" else f"{row.get(k, 0.0):.3f}" for k in keys]
         ratio = f"{row['wall'] / lrm_wall:.2f}x" if lrm_wall else "-"
         print(f"| {policy} | " + " | ".join(cells) + f" | {ratio} |")
     for policy, row in rows.items():
