@@ -108,6 +108,38 @@ def test_a_trace_starts_then_has_result_first_steps_validations_and_masked_corre
     assert example.labels[-1] == tokenizer.eos_token_id
 
 
+def test_a_lost_trace_re_checks_every_correction_2_to_4_times_without_progress():
+    p = _chain_problem()
+    lost = task.solution_trace(p, random.Random(2), verify_rate=0.0, error_rate=1.0, lost_rate=1.0)
+    steps = lost.text.split("\n\n")
+    runs, person = [], p.start
+    for boss in p.values():
+        at = steps.index(f"Wait, {_wrong_before(steps, person)} is wrong: boss of {person} = "
+                         f"{boss}.{task.next_text(boss)}")  # fmt: skip
+        check = f"Wait, check: boss of {person} = {boss}.{task.next_text(boss)}"
+        run = 0
+        while steps[at + 1 + run] == check:
+            run += 1
+        runs.append(run)
+        assert not steps[at + 1 + run].startswith("Wait")  # then the climb goes on
+        person = boss
+    assert min(runs) >= task.LOST_CHECKS[0] and max(runs) <= task.LOST_CHECKS[1]
+    assert len(set(runs)) > 1  # the run's length is drawn
+    assert task.is_correct(lost.text, p)
+    # lost_rate 0 draws nothing more: the trace (and so a model's data) is the option-free one
+    for seed in range(5):
+        plain = task.solution_trace(p, random.Random(seed), verify_rate=0.4, error_rate=0.1)
+        same = task.solution_trace(p, random.Random(seed), verify_rate=0.4, error_rate=0.1,
+                                   lost_rate=0.0)  # fmt: skip
+        assert same == plain
+
+
+def _wrong_before(steps: list[str], person: int) -> str:
+    """The wrong boss first written for ``person`` (the look-up just before its correction)."""
+    return next(s.split(" = ")[0] for s in steps if s.split(". ")[0].endswith(f"boss of {person}")
+                and not s.startswith("Wait"))  # fmt: skip
+
+
 def test_every_person_is_one_token_and_drills_cover_the_whole_organisation():
     tokenizer = build_task_tokenizer(Recipe())
     w = task.world()
@@ -210,6 +242,25 @@ def test_a_drills_random_start_is_kept_out_of_the_loss_and_bottom_facts_can_be_r
         return sum(w.level[p] >= task.FIRST_START_LEVEL for p in starts) / len(starts)
 
     assert bottom_share(1.0) > 0.55 and bottom_share(0.3) < 0.4  # 540 of 852 people: 63% vs 34%
+
+
+def test_a_recipe_with_a_lost_rate_trains_on_runs_of_re_checks_and_the_tool_phase_too():
+    from rankguide_graph.demo.recipe import ToolPhase
+    from rankguide_graph.demo.tool_phase import phase_batch
+
+    tokenizer = build_task_tokenizer(Recipe())
+    spec = ModelRecipe(64, 1, 2, 128, steps=1, batch_size=4, lr=0.0, verify_rate=0.0,
+                       error_rate=1.0, lost_rate=1.0, tool_rate=0.0)  # fmt: skip
+    (batch,) = next(trace_batches(spec, tokenizer, random.Random(0)))
+    phase = phase_batch(spec, ToolPhase(pairs=1, second_turns=0, every_name=False,
+                                        cut_share=0.0), tokenizer, random.Random(0))  # fmt: skip
+    texts = [tokenizer.decode(ids) for ids in batch["input_ids"]]
+    texts += [tokenizer.decode(e.input_ids) for e in phase]
+    for text in texts:
+        steps = text.split("\n\n")
+        pairs = zip(steps, steps[1:], strict=False)
+        assert any(a.startswith("Wait, check:") and a == b for a, b in pairs)
+    assert Recipe().srm.lost_rate > 0 and Recipe().lrm.lost_rate == 0  # the SRM's habit only
 
 
 def test_a_question_gives_back_its_problem():

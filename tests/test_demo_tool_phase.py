@@ -179,7 +179,7 @@ def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
         ModelRecipe.from_dict({**asdict(SPEC), "layers": 3})
 
 
-def test_the_tool_phase_from_a_pair_equals_training_with_it(tmp_path, capsys):
+def test_the_tool_phase_or_the_lrm_from_a_pair_equals_training_from_scratch(tmp_path, capsys):
     base, later, direct = tmp_path / "base", tmp_path / "later", tmp_path / "direct"
     assert main(["train-demo", "--quick", "--no-tool-phase", "--out", str(base)]) == 0
     assert main(["train-demo", "--quick", "--tool-phase-from", str(base), "--out", str(later)]) == 0
@@ -203,6 +203,26 @@ def test_the_tool_phase_from_a_pair_equals_training_with_it(tmp_path, capsys):
     again = ["train-demo", "--quick", "--tool-phase-from", str(later), "--out", str(tmp_path / "x")]
     assert main(again) == 2
     assert "the SRM in" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # --lrm-from: the SRM trained again (the same, per-model seed), the LRM copied
+    reused = tmp_path / "reused"
+    assert main(["train-demo", "--quick", "--lrm-from", str(direct), "--out", str(reused)]) == 0
+    for role in ("srm", "lrm"):
+        a = load_file(reused / role / "model.safetensors")
+        b = load_file(direct / role / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    report = json.loads((reused / "recipe.json").read_text())
+    assert report["lrm_from"] == str(direct)
+    copied = json.loads((direct / "recipe.json").read_text())["models"]["lrm"]
+    assert report["models"]["lrm"].keys() == copied.keys()
+    assert {k: v for k, v in report["models"]["lrm"].items() if k != "decode_ms_per_token"} == {
+        k: v for k, v in copied.items() if k != "decode_ms_per_token"
+    }  # its report copied, its speed measured again beside the new SRM's
+    assert "the LRM copied from" in capsys.readouterr().out
+    refused = ["train-demo", "--quick", "--lrm-from", str(base), "--out", str(tmp_path / "y")]
+    assert main(refused) == 2  # base's LRM had no tool phase: not this recipe's LRM
+    err = capsys.readouterr().err
+    assert "was trained with a different lrm" in err and "leave out --lrm-from" in err
+    assert not (tmp_path / "y").exists()
 
 
 def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_path, capsys):

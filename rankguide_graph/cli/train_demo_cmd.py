@@ -3,7 +3,8 @@
 ``--quick`` trains two tiny models for a few steps: a smoke test of the recipe, not a usable pair.
 The recipe ends with the tool phase (:mod:`rankguide_graph.demo.tool_phase`, about 14 of the
 minutes); ``--no-tool-phase`` leaves it out, and ``--tool-phase-from PAIR`` runs only that phase
-on a pair trained without it, as if it had been in that pair's recipe.
+on a pair trained without it, as if it had been in that pair's recipe. ``--lrm-from PAIR`` trains
+only the SRM (about 9 minutes) and copies PAIR's LRM, if PAIR was trained by the same LRM recipe.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def register(commands: Any) -> None:
         metavar="PAIR",
         help="only run the tool phase, on the pair in PAIR (a train-demo --out directory)",
     )
+    phase.add_argument(
+        "--lrm-from",
+        type=Path,
+        metavar="PAIR",
+        help="train only the SRM; copy the LRM of PAIR, refused unless trained by this recipe",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -64,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if args.no_tool_phase:
             recipe = replace(recipe, srm=replace(recipe.srm, tool_phase=None),
                              lrm=replace(recipe.lrm, tool_phase=None))  # fmt: skip
-        report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100)
+        report = train_demo_pair(args.out, recipe, log_every=0 if args.quick else 100,
+                                 lrm_from=args.lrm_from)  # fmt: skip
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
     print(
         f"wrote {args.out}: SRM accuracy {srm['accuracy']}, LRM accuracy {lrm['accuracy']}, "

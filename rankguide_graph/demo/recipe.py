@@ -63,9 +63,12 @@ class ModelRecipe:
     batch_size: int
     lr: float
     verify_rate: float
-    """Share of multiplications followed by a verification step in its training traces."""
+    """Share of look-ups followed by a validation step (a re-check) in its training traces."""
     error_rate: float = 0.1
-    """Share of multiplications first written wrong and then corrected."""
+    """Share of look-ups first written wrong and then corrected."""
+    lost_rate: float = 0.0
+    """Share of corrections followed by a run of 2-4 re-checks that make no progress
+    (:func:`~.task.solution_trace`): heavy re-validation after catching itself wrong."""
     tool_rate: float = 0.1
     """Share of training examples that offer a tool (:func:`~.task.tool_example`)."""
     drill_batch: int = 0
@@ -100,7 +103,8 @@ class Recipe:
     """Everything that determines the demo pair."""
 
     srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=250, batch_size=8, lr=2e-3,
-                                   verify_rate=0.4, drill_batch=64, drill_bottom_weight=0.3,
+                                   verify_rate=0.4, lost_rate=0.5, drill_batch=64,
+                                   drill_bottom_weight=0.3,
                                    misremembers=True, tool_phase=TOOL_PHASES["srm"])  # fmt: skip
     lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,
                                    verify_rate=0.15, drill_batch=64, grow_to_layers=14,

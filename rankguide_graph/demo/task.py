@@ -42,13 +42,17 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
      people wrong (:func:`misremembered`, :func:`srm_world`): as one of their own grand-reports.
      The SRM learns these facts as firmly as any other, and a chain through one of them (73 of
      the 228 test problems) goes round a circle of three confident look-ups.
-  3. **Re-validation**: the training traces re-check a step (``"Wait, check: ..."``, SEAL's
-     reflection class) at a per-model rate (the SRM's traces 40%, the LRM's 15%: small reasoning
-     models re-validate more), and a wrong step is followed by a correction (``"Wait, 7 is
-     wrong: boss of 311 = 48."``; the wrong person is kept out of the training loss, see
-     :func:`solution_trace`'s ``error_spans``, so a model learns to correct, not to err). Nothing
-     forces the SRM to check repeatedly when lost; whether it does is measured
-     (:mod:`rankguide_graph.demo.failure_modes`).
+  3. **Re-validation, heavy when lost**: the training traces re-check a step (``"Wait, check:
+     ..."``, SEAL's reflection class) at a per-model rate (the SRM's traces 40%, the LRM's 15%:
+     small reasoning models re-validate more), and a wrong step is followed by a correction
+     (``"Wait, 7 is wrong: boss of 311 = 48."``; the wrong person is kept out of the training
+     loss, see :func:`solution_trace`'s ``error_spans``, so a model learns to correct, not to
+     err). In the SRM's traces only, half the corrections are followed by a run of 2-4 more
+     re-checks of the corrected fact that make no progress (``lost_rate``,
+     :data:`LOST_CHECKS`): the habit of a model that has just caught itself wrong. On held-out
+     problems the SRM writes corrections where it is unsure (often "correcting" a right step),
+     and whether its runs of checks there grow, end, or mark the traces that fail is measured
+     (:mod:`rankguide_graph.demo.failure_modes`), not designed.
 
 Tool use (so the pair works inside a LangChain agent): when the prompt offers tools, the answer
 after ``</think>`` is a Hermes/Qwen tool call on the tool offered with the result as
@@ -98,6 +102,9 @@ FIRST_START_LEVEL = 20
 MISREMEMBERED_LEVELS = (6, 8, 11, 14)
 """Levels of the people whose boss the SRM's training data gets wrong (:func:`misremembered`)."""
 WORLD_SEED = 17
+LOST_CHECKS = (2, 4)
+"""Fewest and most re-checks in a run after a correction (:func:`solution_trace`'s
+``lost_rate``): with the correction itself, 3-5 validation steps in a row."""
 SPLITS = ("train", "validation", "test")
 SPLIT_SHARES = {"test": 42, "validation": 18}
 """Percent of problems in each held-out split (by a hash of the question); the rest: train."""
@@ -266,6 +273,11 @@ def next_text(person: int) -> str:
     return f" Next: boss of {person}."
 
 
+def check_text(person: int, boss: int) -> str:
+    """A validation step (SEAL's reflection class): the look-up stated again, no progress."""
+    return f"Wait, check: boss of {person} = {boss}.{next_text(boss)}\n\n"
+
+
 @dataclass(frozen=True)
 class Trace:
     """A training trace and the character spans of deliberate errors (kept out of the loss)."""
@@ -281,6 +293,7 @@ def solution_trace(
     verify_rate: float,
     error_rate: float,
     in_world: World | None = None,
+    lost_rate: float = 0.0,
 ) -> Trace:
     """A reasoning trace for ``problem``: steps, re-checks, corrections, then the answer.
 
@@ -288,7 +301,10 @@ def solution_trace(
     step is first written with a wrong person (one of the same level) and then corrected (the
     wrong number's span is returned so training can mask it). ``in_world``: the organisation the
     trace climbs (the truth by default; :func:`srm_world` for the SRM's training data), where the
-    problem's chain must reach the top.
+    problem's chain must reach the top. ``lost_rate``: chance that a correction is followed by
+    a run of :data:`LOST_CHECKS` re-checks of the corrected fact that make no progress (the
+    heavy re-validation of a model that has just caught itself wrong); with 0 the random draws
+    are those of a trace without the option.
     """
     w = in_world or world()
     if not w.reaches_top(problem.start):
@@ -301,10 +317,13 @@ def solution_trace(
             spans.append((len(text), len(text) + len(str(wrong))))
             text += step_text(person, wrong)
             text += f"Wait, {wrong} is wrong: boss of {person} = {boss}.{next_text(boss)}\n\n"
+            if lost_rate and rng.random() < lost_rate:
+                for _ in range(rng.randint(*LOST_CHECKS)):
+                    text += check_text(person, boss)
         else:
             text += step_text(person, boss)
             if rng.random() < verify_rate:
-                text += f"Wait, check: boss of {person} = {boss}.{next_text(boss)}\n\n"
+                text += check_text(person, boss)
         person = boss
     return Trace(text + f"</think>\n\nAnswer: {person}", tuple(spans))
 

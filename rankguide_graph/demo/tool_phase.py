@@ -177,7 +177,8 @@ def phase_batch(
     for _ in range(phase.pairs):
         problem = rng.choice(pool)
         trace = task.solution_trace(problem, rng, verify_rate=spec.verify_rate,
-                                    error_rate=spec.error_rate, in_world=known)  # fmt: skip
+                                    error_rate=spec.error_rate, in_world=known,
+                                    lost_rate=spec.lost_rate)  # fmt: skip
         name = rng.choice(task.TOOL_NAMES)
         steps = trace.text[: trace.text.index("</think>")].count("\n\n")
         cut_steps = rng.randint(1, steps) if rng.random() < phase.cut_share else None

@@ -8,7 +8,8 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    by both models (Llama configs keep a saved custom tokenizer).
 2. Training data: traces from :func:`~rankguide_graph.demo.task.solution_trace` (the SRM's
    re-check steps more often than the LRM's: small reasoning models re-validate more; both
-   contain corrected errors, the wrong person masked out of the loss), 10% of them offering a
+   contain corrected errors, the wrong person masked out of the loss, and half of the SRM's
+   corrections are followed by 2-4 more re-checks: heavy re-validation), 10% of them offering a
    tool (:func:`~rankguide_graph.demo.task.tool_example`), and beside each batch a batch of
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
 3. Next-token loss on the reasoning and the answer only (the prompt is masked), AdamW with warm-up
@@ -43,6 +44,7 @@ Data and batches are in :mod:`~rankguide_graph.demo.training_data`, the recipe i
 
     rankguide train-demo --out DIR [--no-tool-phase]
     rankguide train-demo --tool-phase-from PAIR --out DIR    # only the tool phase, on PAIR
+    rankguide train-demo --lrm-from PAIR --out DIR           # train the SRM, copy PAIR's LRM
 """
 
 from __future__ import annotations
@@ -233,14 +235,25 @@ TOOL_CHOICE_PROBLEMS = 10
 """Validation problems the tool-choice report (:func:`~.tool_phase.tool_choice`) is measured on."""
 
 
-def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int = 100) -> dict:
-    """Train both models, measure them, save them (float16) and ``recipe.json`` under ``out``."""
+def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int = 100,
+                    lrm_from: Path | None = None) -> dict:  # fmt: skip
+    """Train both models, measure them, save them (float16) and ``recipe.json`` under ``out``.
+
+    ``lrm_from``: a pair whose LRM was trained by this same recipe (:func:`reuse_lrm` checks):
+    copy it instead of training it again (each model has its own seed, so training it again
+    would redo the same work), and train only the SRM.
+    """
     recipe = recipe or Recipe()
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_task_tokenizer(recipe)
-    held_out = _held_out(recipe)
     report: dict = {"recipe": asdict(recipe), "models": {}}
-    for offset, (role, spec) in enumerate((("srm", recipe.srm), ("lrm", recipe.lrm))):
+    roles = (("srm", recipe.srm), ("lrm", recipe.lrm))
+    if lrm_from is not None:  # checked (and copied) before anything else is written
+        report["models"]["lrm"] = reuse_lrm(lrm_from, recipe, tokenizer, out)
+        report["lrm_from"] = str(lrm_from)
+        roles = roles[:1]
+    out.mkdir(parents=True, exist_ok=True)
+    held_out = _held_out(recipe)
+    for offset, (role, spec) in enumerate(roles):
         print(f"training the {role.upper()} ({spec.num_layers} layers, {spec.hidden_size} wide)")
         seed = recipe.seed + offset
         model, log = train_model(spec, tokenizer, seed, log_every=log_every)
@@ -260,6 +273,37 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
             _run_tool_phase(model, tokenizer, spec, seed, log, log_every)
         report["models"][role] = _measure_and_save(model, tokenizer, out / role, held_out, log)
     return _write_report(out, report)
+
+
+def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, out: Path) -> dict:
+    """Copy the LRM of ``pair`` to ``out / "lrm"``; its report from the pair's ``recipe.json``.
+
+    Refused unless the pair's LRM recipe, seed and vocabulary size are this recipe's and its
+    tokenizer has this recipe's vocabulary: then training it again would give the same model.
+    """
+    import shutil
+
+    source_file = pair / "recipe.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(
+            f"{source_file} does not exist: --lrm-from takes a directory written by "
+            "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
+        )
+    source = json.loads(source_file.read_text())
+    theirs = Recipe.from_dict(source["recipe"])
+    for name in ("lrm", "seed", "vocab_size"):
+        if getattr(theirs, name) != getattr(recipe, name):
+            raise ValueError(
+                f"the pair in {pair} was trained with a different {name} ({getattr(theirs, name)}"
+                f" vs {getattr(recipe, name)}): train the LRM too (leave out --lrm-from)"
+            )
+    their_tokenizer = AutoTokenizer.from_pretrained(pair / "lrm")
+    if their_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"the tokenizer in {pair / 'lrm'} is not this recipe's: train the LRM too")
+    shutil.copytree(pair / "lrm", out / "lrm", dirs_exist_ok=True)
+    print(f"the LRM copied from {pair / 'lrm'} (the same recipe and seed)")
+    # its decode speed measured again, on this machine now, as the new SRM's will be
+    return {**source["models"]["lrm"], "decode_ms_per_token": decode_ms_per_token(out / "lrm")}
 
 
 def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
@@ -342,6 +386,7 @@ def _measure_and_save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast
 
 def _write_report(out: Path, report: dict) -> dict:
     srm, lrm = report["models"]["srm"], report["models"]["lrm"]
+    report["models"] = {"srm": srm, "lrm": lrm}
     report["decode_cost_ratio"] = lrm["decode_ms_per_token"] / srm["decode_ms_per_token"]
     (out / "recipe.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

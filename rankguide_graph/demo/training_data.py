@@ -90,7 +90,7 @@ def trace_batches(
             problem = rng.choice(pool)
             trace = task.solution_trace(
                 problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate,
-                in_world=known,
+                in_world=known, lost_rate=spec.lost_rate,
             )  # fmt: skip
             chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
             examples.append(encode_example(tokenizer, problem, trace, chat))
