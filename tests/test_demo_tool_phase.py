@@ -223,6 +223,8 @@ def test_the_tool_phase_or_the_lrm_from_a_pair_equals_training_from_scratch(tmp_
     err = capsys.readouterr().err
     assert "was trained with a different lrm" in err and "leave out --lrm-from" in err
     assert not (tmp_path / "y").exists()
+    assert main(["train-demo", "--quick", "--lrm-from", str(direct), "--out", str(direct)]) == 2
+    assert "must be another directory than --lrm-from's" in capsys.readouterr().err
 
 
 def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_path, capsys):

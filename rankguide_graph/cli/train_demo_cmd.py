@@ -4,7 +4,7 @@
 The recipe ends with the tool phase (:mod:`rankguide_graph.demo.tool_phase`, about 14 of the
 minutes); ``--no-tool-phase`` leaves it out, and ``--tool-phase-from PAIR`` runs only that phase
 on a pair trained without it, as if it had been in that pair's recipe. ``--lrm-from PAIR`` trains
-only the SRM (about 9 minutes) and copies PAIR's LRM, if PAIR was trained by the same LRM recipe.
+only the SRM (about 6 minutes) and copies PAIR's LRM, if PAIR was trained by the same LRM recipe.
 """
 
 from __future__ import annotations

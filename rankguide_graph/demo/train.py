@@ -272,6 +272,8 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
             log["accuracy_before_tool_phase"] = accuracy(model, tokenizer, held_out["validation"])
             _run_tool_phase(model, tokenizer, spec, seed, log, log_every)
         report["models"][role] = _measure_and_save(model, tokenizer, out / role, held_out, log)
+    if lrm_from is not None:  # the copy's speed measured again, here and now, as the SRM's was
+        report["models"]["lrm"]["decode_ms_per_token"] = decode_ms_per_token(out / "lrm")
     return _write_report(out, report)
 
 
@@ -289,6 +291,8 @@ def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, ou
             f"{source_file} does not exist: --lrm-from takes a directory written by "
             "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
         )
+    if out.resolve() == pair.resolve():
+        raise ValueError(f"--out (={out}) must be another directory than --lrm-from's")
     source = json.loads(source_file.read_text())
     theirs = Recipe.from_dict(source["recipe"])
     for name in ("lrm", "seed", "vocab_size"):
@@ -302,8 +306,7 @@ def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, ou
         raise ValueError(f"the tokenizer in {pair / 'lrm'} is not this recipe's: train the LRM too")
     shutil.copytree(pair / "lrm", out / "lrm", dirs_exist_ok=True)
     print(f"the LRM copied from {pair / 'lrm'} (the same recipe and seed)")
-    # its decode speed measured again, on this machine now, as the new SRM's will be
-    return {**source["models"]["lrm"], "decode_ms_per_token": decode_ms_per_token(out / "lrm")}
+    return dict(source["models"]["lrm"])
 
 
 def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
