@@ -1,11 +1,20 @@
 """Choose t_e / glimpse_threshold (and t_r2) on the validation sweep by the rule recorded in
 settings.json: per policy, the most accurate point whose mean latency is below LRM-only's
-(ties: the faster). Writes them into settings.json's context; prints the test grids (the
-second-best point of each policy by the same rule)."""
+(ties: the faster). Writes them into settings.json's context; writes the test grids (the
+second-best point of each policy by the same rule) to GRIDS.
+
+The sweep's base run of each policy used the settings in settings.json when the sweep ran, so
+run this on the settings.json the sweep read (the base point is read from it, not assumed).
+
+    python docs/demo2_validation/choose.py SWEEP/results.json rankguide_graph/data/demo/settings.json GRIDS
+"""
 import json, sys
 rows = json.load(open(sys.argv[1]))
 settings_path = sys.argv[2]
-base = {"rankguide": {"t_e": 1.0, "t_r2": 24}, "glimprouter": {"glimpse_threshold": 1.0}}
+s = json.load(open(settings_path))
+ctx = s["context"]
+base = {"rankguide": {"t_e": ctx["t_e"], "t_r2": ctx["t_r2"]},
+        "glimprouter": {"glimpse_threshold": ctx["glimpse_threshold"]}}
 lrm = next(r for r in rows if r["policy"] == "lrm-only")["latency_s"]
 chosen, grids = {}, []
 for policy in ("glimprouter", "rankguide"):
@@ -19,7 +28,6 @@ for policy in ("glimprouter", "rankguide"):
         second = {**base[policy], **cands[1]["settings"]}
         grids.append(f"{policy}:" + ";".join(f"{k}={v}" for k, v in second.items()))
     print("chosen", policy, best, "second", grids[-1] if grids else None)
-s = json.load(open(settings_path))
-s["context"].update(chosen)
-json.dump(s, open(settings_path, "w"), indent=2)
+ctx.update(chosen)
+open(settings_path, "w").write(json.dumps(s, indent=2) + "\n")
 open(sys.argv[3], "w").write("\n".join(grids) + "\n")

@@ -48,8 +48,9 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
      (``"Wait, 7 is wrong: boss of 311 = 48."``; the wrong person is kept out of the training
      loss, see :func:`solution_trace`'s ``error_spans``, so a model learns to correct, not to
      err). In the SRM's traces only, half the corrections are followed by a run of 2-4 more
-     re-checks of the corrected fact that make no progress (``lost_rate``,
-     :data:`LOST_CHECKS`): the habit of a model that has just caught itself wrong. On held-out
+     re-checks of the corrected fact that make no progress, each worded differently
+     (``lost_rate``, :data:`LOST_CHECKS`, :data:`LOST_OPENINGS`): the habit of a model that has
+     just caught itself wrong. On held-out
      problems the SRM writes corrections where it is unsure (often "correcting" a right step),
      and whether its runs of checks there grow, end, or mark the traces that fail is measured
      (:mod:`rankguide_graph.demo.failure_modes`), not designed.
@@ -105,6 +106,11 @@ WORLD_SEED = 17
 LOST_CHECKS = (2, 4)
 """Fewest and most re-checks in a run after a correction (:func:`solution_trace`'s
 ``lost_rate``): with the correction itself, 3-5 validation steps in a row."""
+LOST_OPENINGS = ("Wait, check:", "Wait, check again:", "Wait, once more:", "Wait, to be sure:")
+"""How the re-checks of a run open, in order: each says the same with other words, as a lost
+model's re-validation does, so no step repeats the one before it word for word (GlimpRouter and
+SpecReason end thinking at a verbatim repeat; a run of identical steps would be caught by that
+string rule, not by any signal)."""
 SPLITS = ("train", "validation", "test")
 SPLIT_SHARES = {"test": 42, "validation": 18}
 """Percent of problems in each held-out split (by a hash of the question); the rest: train."""
@@ -273,9 +279,9 @@ def next_text(person: int) -> str:
     return f" Next: boss of {person}."
 
 
-def check_text(person: int, boss: int) -> str:
+def check_text(person: int, boss: int, opening: str = "Wait, check:") -> str:
     """A validation step (SEAL's reflection class): the look-up stated again, no progress."""
-    return f"Wait, check: boss of {person} = {boss}.{next_text(boss)}\n\n"
+    return f"{opening} boss of {person} = {boss}.{next_text(boss)}\n\n"
 
 
 @dataclass(frozen=True)
@@ -318,8 +324,8 @@ def solution_trace(
             text += step_text(person, wrong)
             text += f"Wait, {wrong} is wrong: boss of {person} = {boss}.{next_text(boss)}\n\n"
             if lost_rate and rng.random() < lost_rate:
-                for _ in range(rng.randint(*LOST_CHECKS)):
-                    text += check_text(person, boss)
+                for opening in LOST_OPENINGS[: rng.randint(*LOST_CHECKS)]:
+                    text += check_text(person, boss, opening)
         else:
             text += step_text(person, boss)
             if rng.random() < verify_rate:
