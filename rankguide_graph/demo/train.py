@@ -246,7 +246,7 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
     recipe = recipe or Recipe()
     tokenizer = build_task_tokenizer(recipe)
     report: dict = {"recipe": asdict(recipe), "models": {}}
-    roles = (("srm", recipe.srm), ("lrm", recipe.lrm))
+    roles: tuple[tuple[str, ModelRecipe], ...] = (("srm", recipe.srm), ("lrm", recipe.lrm))
     if lrm_from is not None:  # checked (and copied) before anything else is written
         report["models"]["lrm"] = reuse_lrm(lrm_from, recipe, tokenizer, out)
         report["lrm_from"] = str(lrm_from)
