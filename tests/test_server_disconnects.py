@@ -26,6 +26,7 @@ from rankguide_graph.chat import ChatRankGuide
 from rankguide_graph.errors import RunCancelled
 from rankguide_graph.server import create_app
 from rankguide_graph.server.workers import WorkerPool
+from rankguide_graph.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,9 +67,17 @@ PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 @pytest.fixture(scope="module")
-def chat(model_dirs) -> ChatRankGuide:
-    pair = model_dirs["llama"]
-    return ChatRankGuide(srm=str(pair["srm"]), lrm=str(pair["lrm"]), reasoning=True)
+def chat(model_dirs, tokenizer, tmp_path_factory) -> ChatRankGuide:
+    """The session's tiny SRM with a deeper LRM, so that a long request outlasts its client.
+
+    The session's own LRM (6 layers, 96 wide) decoded 1.41 ms per token one at a time on a fast
+    day (2026-12-04), so 1000 tokens finished inside a client's patience and no client timed
+    out; 24 layers decoded 4.69 ms per token (one torch thread, engine loop, best of 3).
+    """
+    lrm = save_tiny_model(tmp_path_factory.mktemp("deep_lrm"), "llama", tokenizer=tokenizer,
+                          seed=1, init_std=0.2, hidden_size=96, num_layers=24,
+                          num_heads=4)  # fmt: skip
+    return ChatRankGuide(srm=str(model_dirs["llama"]["srm"]), lrm=str(lrm), reasoning=True)
 
 
 def _health(url: str) -> dict[str, Any]:
