@@ -1,7 +1,7 @@
 """Clients that leave before their answer: their runs stop, their slots free, nobody waits on them.
 
-Real uvicorn servers on 127.0.0.1 with the session's tiny llama pair. Clients post long
-non-streaming requests and time out (httpx, or the official ``openai`` client, with a short
+Real uvicorn servers on 127.0.0.1 with the session's tiny SRM and a deeper tiny LRM. Clients post
+long non-streaming requests and time out (httpx, or the official ``openai`` client, with a short
 timeout); ``GET /health`` shows the slots busy while they wait and free within a second of their
 leaving, and the next request is served at once. Unit tests of the worker pool check that a
 request whose client left while it was queued never starts.
