@@ -277,6 +277,17 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
     return _write_report(out, report)
 
 
+def read_pair_report(pair: Path, option: str) -> dict:
+    """The ``recipe.json`` of a pair written by ``rankguide train-demo`` (``option`` took it)."""
+    source_file = pair / "recipe.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(
+            f"{source_file} does not exist: {option} takes a directory written by "
+            "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
+        )
+    return json.loads(source_file.read_text())
+
+
 def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, out: Path) -> dict:
     """Copy the LRM of ``pair`` to ``out / "lrm"``; its report from the pair's ``recipe.json``.
 
@@ -285,15 +296,9 @@ def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, ou
     """
     import shutil
 
-    source_file = pair / "recipe.json"
-    if not source_file.is_file():
-        raise FileNotFoundError(
-            f"{source_file} does not exist: --lrm-from takes a directory written by "
-            "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
-        )
+    source = read_pair_report(pair, "--lrm-from")
     if out.resolve() == pair.resolve():
         raise ValueError(f"--out (={out}) must be another directory than --lrm-from's")
-    source = json.loads(source_file.read_text())
     theirs = Recipe.from_dict(source["recipe"])
     for name in ("lrm", "seed", "vocab_size"):
         if getattr(theirs, name) != getattr(recipe, name):
@@ -317,13 +322,7 @@ def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
     float16 weights either way, with the same seed), without the training before it.
     ``phases`` maps ``"srm"`` / ``"lrm"`` to a phase; a model without one is copied unchanged.
     """
-    source_file = pair / "recipe.json"
-    if not source_file.is_file():
-        raise FileNotFoundError(
-            f"{source_file} does not exist: --tool-phase-from takes a directory written by "
-            "`rankguide train-demo` (srm/, lrm/ and recipe.json)"
-        )
-    source = json.loads(source_file.read_text())
+    source = read_pair_report(pair, "--tool-phase-from")
     recipe = Recipe.from_dict(source["recipe"])
     for role in phases:
         if getattr(recipe, role).tool_phase:
