@@ -3,8 +3,9 @@
 
     python docs/demo_revalidation/runs_signals.py RESULTS/problems.jsonl RUN
 
-printed runs_signals.txt for the test evaluation in docs/demo_eval (2026-12-04; its
-problems.jsonl, 5 MB, is not kept).
+printed runs_signals.txt for the test evaluation in docs/demo_eval (2026-12-04, runs srm-only,
+glimprouter, rankguide and rankguide[t_e=1.5,t_r1=7,t_r2=32]; its problems.jsonl, 6 MB, is not
+kept).
 """
 import json, sys, collections, ast, statistics
 path, run_name = sys.argv[1], sys.argv[2]
