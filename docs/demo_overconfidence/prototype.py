@@ -1,0 +1,68 @@
+"""Prototype (not shipped): the taught-wrong bosses as a wrong column, not a circle.
+
+The shipped SRM is taught four bosses wrong as one of the person's own grand-reports
+(:func:`rankguide_graph.demo.task.misremembered`), so in its world those chains go round a
+circle and are left out of its training problems; measured, it then writes such a person only
+to correct it (``docs/demo_eval/taught_wrong_probe.txt``) and is seldom overconfident. Here the
+same four people are taught a boss at the right level in another column instead, so their
+chains reach a (wrong) top in the SRM's world and are in its training traces, stated as firmly
+as any other fact. The script patches ``task.misremembered`` / ``task.srm_world`` in this
+process only, trains the SRM alone beside the shipped LRM (``train-demo --lrm-from``), then runs
+it alone on the validation split and reads its failures (:mod:`~rankguide_graph.demo.failure_modes`).
+
+    python docs/demo_overconfidence/prototype.py OUT        # ~6 min training, ~1 min reading
+"""
+import random
+import sys
+from functools import cache
+from pathlib import Path
+
+from rankguide_graph.demo import failure_modes, task, train
+from rankguide_graph.demo.pair import demo_context, demo_dir, demo_problems
+from rankguide_graph.demo.recipe import Recipe
+
+original = task.misremembered()
+
+
+@cache
+def wrong_column() -> dict[int, int]:
+    """Each taught-wrong person -> a person one level up whose chain ends at another top."""
+    w = task.world()
+    rng = random.Random(task.WORLD_SEED + 2)
+    out = {}
+    for person in original:
+        top = w.chain(person)[-1]
+        above = sorted(p for p in w.people if w.level[p] == w.level[person] - 1
+                       and w.chain(p)[-1] != top)  # fmt: skip
+        out[person] = rng.choice(above)
+    return out
+
+
+@cache
+def srm_world() -> task.World:
+    w = task.world()
+    return task.World({**w.boss, **wrong_column()}, w.level)
+
+
+# The tokenizer is trained on task text: built before the patch, it is the shipped pair's (which
+# --lrm-from requires; every person is one token either way).
+tokenizer = train.build_task_tokenizer(Recipe())
+train.build_task_tokenizer = lambda recipe: tokenizer
+task.misremembered, task.srm_world = wrong_column, srm_world
+out = Path(sys.argv[1])
+print("taught wrong:", wrong_column())
+train.train_demo_pair(out, lrm_from=demo_dir())
+graph_context = demo_context(policy="srm-only", record_signals=True, srm=str(out / "srm"))
+
+from rankguide_graph.graph import build_graph  # noqa: E402
+
+graph, readings = build_graph(), []
+for problem in demo_problems("demo-validation"):
+    result = graph.invoke({"question": problem.problem}, context=graph_context)
+    steps = [failure_modes.TraceStep(s["text"], s["step_type"], s["signals"]["entropy"])
+             for s in result["steps"]]  # fmt: skip
+    asked = task.Problem.from_question(problem.problem)
+    readings.append(failure_modes.read_trace(
+        asked.start, steps, task.is_correct(result["answer"], asked), t_e=graph_context.t_e
+    ))  # fmt: skip
+print(failure_modes.markdown(failure_modes.summarise(readings, t_e=graph_context.t_e)))
