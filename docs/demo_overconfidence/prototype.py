@@ -10,10 +10,13 @@ as any other fact. The script patches ``task.misremembered`` / ``task.srm_world`
 process only, trains the SRM alone beside the shipped LRM (``train-demo --lrm-from``), then runs
 it alone on the validation split and reads its failures (:mod:`~rankguide_graph.demo.failure_modes`).
 
-    python docs/demo_overconfidence/prototype.py OUT        # ~6 min training, ~1 min reading
+    python docs/demo_overconfidence/prototype.py OUT [ERROR_RATE LOST_RATE]   # ~6 min, ~1 min
+
+ERROR_RATE and LOST_RATE replace the SRM recipe's (0.1 and 0.5) when given.
 """
 import random
 import sys
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -51,7 +54,12 @@ train.build_task_tokenizer = lambda recipe: tokenizer
 task.misremembered, task.srm_world = wrong_column, srm_world
 out = Path(sys.argv[1])
 print("taught wrong:", wrong_column())
-train.train_demo_pair(out, lrm_from=demo_dir())
+recipe = Recipe()
+if len(sys.argv) > 2:
+    srm = replace(recipe.srm, error_rate=float(sys.argv[2]), lost_rate=float(sys.argv[3]))
+    recipe = replace(recipe, srm=srm)
+print("SRM error_rate", recipe.srm.error_rate, "lost_rate", recipe.srm.lost_rate)
+train.train_demo_pair(out, recipe, lrm_from=demo_dir())
 graph_context = demo_context(policy="srm-only", record_signals=True, srm=str(out / "srm"))
 
 from rankguide_graph.graph import build_graph  # noqa: E402
