@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rankguide_graph.demo import task
 from rankguide_graph.demo.failure_modes import TraceStep, markdown, read_trace, summarise
 
@@ -95,3 +97,23 @@ def test_a_start_naming_someone_else_is_a_miscopy_and_a_taught_wrong_boss_is_cou
     summary = summarise([miscopied, reading], t_e=1.0)
     assert summary["miscopied_start"] == {"correct": 0, "incorrect": 1}
     assert summary["wrote_a_misremembered_fact"] == {"correct": 0, "incorrect": 1}
+
+
+def test_srm_reads_the_traces_of_the_srm_in_that_directory(tmp_path):
+    import json
+    import shutil
+
+    from rankguide_graph.demo.failure_modes import main
+    from rankguide_graph.demo.pair import demo_dir
+    from rankguide_graph.errors import ModelLoadError
+
+    copy = tmp_path / "srm"
+    shutil.copytree(demo_dir() / "srm", copy)
+    main(["--dataset", "demo", "--limit", "2", "--out", str(tmp_path / "own.json")])
+    main(
+        ["--dataset", "demo", "--limit", "2", "--srm", str(copy), "--out", str(tmp_path / "c.json")]
+    )
+    own, copied = (json.loads((tmp_path / f).read_text()) for f in ("own.json", "c.json"))
+    assert copied["readings"] == own["readings"]  # the same weights, read from the other path
+    with pytest.raises(ModelLoadError, match="nowhere"):  # the path is the one loaded
+        main(["--dataset", "demo", "--limit", "1", "--srm", str(tmp_path / "nowhere")])

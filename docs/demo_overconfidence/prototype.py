@@ -8,7 +8,8 @@ same four people are taught a boss at the right level in another column instead,
 chains reach a (wrong) top in the SRM's world and are in its training traces, stated as firmly
 as any other fact. The script patches ``task.misremembered`` / ``task.srm_world`` in this
 process only, trains the SRM alone beside the shipped LRM (``train-demo --lrm-from``), then runs
-it alone on the validation split and reads its failures (:mod:`~rankguide_graph.demo.failure_modes`).
+it alone on the validation split and reads its failures
+(:func:`rankguide_graph.demo.failure_modes.run_srm` with its ``srm``).
 
     python docs/demo_overconfidence/prototype.py OUT [ERROR_RATE LOST_RATE]   # ~6 min, ~1 min
 
@@ -21,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from rankguide_graph.demo import failure_modes, task, train
-from rankguide_graph.demo.pair import demo_context, demo_dir, demo_problems
+from rankguide_graph.demo.pair import demo_context, demo_dir
 from rankguide_graph.demo.recipe import Recipe
 
 original = task.misremembered()
@@ -60,17 +61,5 @@ if len(sys.argv) > 2:
     recipe = replace(recipe, srm=srm)
 print("SRM error_rate", recipe.srm.error_rate, "lost_rate", recipe.srm.lost_rate)
 train.train_demo_pair(out, recipe, lrm_from=demo_dir())
-graph_context = demo_context(policy="srm-only", record_signals=True, srm=str(out / "srm"))
-
-from rankguide_graph.graph import build_graph  # noqa: E402
-
-graph, readings = build_graph(), []
-for problem in demo_problems("demo-validation"):
-    result = graph.invoke({"question": problem.problem}, context=graph_context)
-    steps = [failure_modes.TraceStep(s["text"], s["step_type"], s["signals"]["entropy"])
-             for s in result["steps"]]  # fmt: skip
-    asked = task.Problem.from_question(problem.problem)
-    readings.append(failure_modes.read_trace(
-        asked.start, steps, task.is_correct(result["answer"], asked), t_e=graph_context.t_e
-    ))  # fmt: skip
-print(failure_modes.markdown(failure_modes.summarise(readings, t_e=graph_context.t_e)))
+readings = failure_modes.run_srm("demo-validation", None, srm=str(out / "srm"))
+print(failure_modes.markdown(failure_modes.summarise(readings, t_e=demo_context().t_e)))

@@ -22,6 +22,7 @@ uncertain wrong look-up, or lost in re-validation with no wrong look-up; ``other
 the flags are counted over all traces::
 
     python -m rankguide_graph.demo.failure_modes --dataset demo-validation [--limit N] [--out F]
+        [--srm DIR]    # another SRM than the embedded pair's, e.g. one trained by train-demo
 """
 
 from __future__ import annotations
@@ -187,14 +188,16 @@ def markdown(summary: dict[str, Any]) -> str:
     )
 
 
-def run_srm(dataset: str, limit: int | None) -> list[TraceReading]:
-    """Run the demo SRM alone on ``dataset`` and read every trace."""
+def run_srm(dataset: str, limit: int | None, srm: str | None = None) -> list[TraceReading]:
+    """Run the demo SRM (or the one in ``srm``) alone on ``dataset`` and read every trace."""
     from tqdm import tqdm
 
     from rankguide_graph.demo.pair import demo_context, demo_problems
     from rankguide_graph.graph import build_graph
 
-    context = demo_context(policy="srm-only", record_signals=True)
+    context = demo_context(
+        policy="srm-only", record_signals=True, **({"srm": srm} if srm is not None else {})
+    )
     graph = build_graph()
     readings = []
     for problem in tqdm(demo_problems(dataset, limit), desc="srm-only", unit="problem"):
@@ -214,10 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="demo-validation")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
+    parser.add_argument("--srm", default=None, help="an SRM directory (default: the demo pair's)")
     args = parser.parse_args(argv)
     from rankguide_graph.demo.pair import demo_context
 
-    readings = run_srm(args.dataset, args.limit)
+    readings = run_srm(args.dataset, args.limit, args.srm)
     summary = summarise(readings, t_e=demo_context().t_e)
     print(markdown(summary))
     if args.out is not None:
