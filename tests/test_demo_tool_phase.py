@@ -104,7 +104,7 @@ def test_a_cut_pair_learns_the_decision_and_the_tool_name_only(tokenizer):
 
 def test_the_second_turn_ends_thinking_and_answers(tokenizer):
     problem = task.problems("train")[1]
-    example = second_turn(tokenizer, problem, "save_result", PHASE)
+    example = second_turn(tokenizer, problem, "save_result", PHASE, problem.answer)
     prompt = tokenizer.decode(example.input_ids[: example.weights.index(1.0)])
     assert (
         prompt.startswith("<|tools|>save_result(value) \n") and f"saved {problem.answer}" in prompt
@@ -120,7 +120,7 @@ def test_phase_batches_pair_problems_from_the_models_own_world(tokenizer):
     srm = replace(SPEC, misremembers=True, error_rate=0.0)
     pool = training_pool(srm)
     assert all(task.srm_world().reaches_top(p.start) for p in pool)
-    assert len(pool) < len(training_pool(SPEC))  # circles the SRM misremembers are left out
+    assert pool == training_pool(SPEC)  # a taught-wrong chain reaches a (wrong) top: kept
     rng = random.Random(0)
     batch = phase_batch(srm, replace(PHASE, pairs=4, second_turns=2), tokenizer, rng)
     assert len(batch) == 4 * 2 + 2
@@ -233,3 +233,21 @@ def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_p
     assert "recipe.json does not exist: --tool-phase-from takes a directory written by" in (
         capsys.readouterr().err
     )
+
+
+def test_a_taught_wrong_chain_calls_the_tool_with_the_top_of_the_srms_world(tokenizer):
+    srm = task.srm_world()
+    problem = next(p for p in task.problems("train") if p.misremembered())
+    wrong_top = problem.answer_in(srm)
+    assert wrong_top != problem.answer
+    trace = task.solution_trace(problem, random.Random(0), verify_rate=0, error_rate=0,
+                                in_world=srm)  # fmt: skip
+    assert trace.answer == wrong_top and trace.text.endswith(f"Answer: {wrong_top}")
+    with_tool, without = decision_examples(tokenizer, problem, trace, ["submit"], PHASE)
+    assert f'"value": {wrong_top}}}' in tokenizer.decode(with_tool.input_ids)
+    plain = tokenizer.decode(without.input_ids)
+    assert plain.endswith(f"Answer: {wrong_top}" + tokenizer.eos_token)
+    turn = second_turn(tokenizer, problem, "submit", PHASE, wrong_top)
+    assert f"saved {wrong_top}" in tokenizer.decode(turn.input_ids)
+    with pytest.raises(ValueError, match="needs a whole trace"):
+        decision_examples(tokenizer, problem, task.Trace("x</think>", ()), ["submit"], PHASE)

@@ -121,8 +121,12 @@ def decision_examples(
 ) -> list[WeightedExample]:
     """One problem with each tool of ``names`` offered and without, the same (maybe cut) reasoning.
 
-    In order: the first name offered, no tool, then the other names offered.
+    In order: the first name offered, no tool, then the other names offered. The answer is the
+    trace's own (in the SRM's world, a taught-wrong chain's wrong top).
     """
+    if trace.answer is None:
+        raise ValueError("decision_examples needs a whole trace (solution_trace's: its answer)")
+    answer = trace.answer
     cut = cut_steps is not None
     reasoning = (
         cut_after(trace, cut_steps) if cut_steps is not None
@@ -132,13 +136,13 @@ def decision_examples(
     user = [{"role": "user", "content": problem.question}]
     with_tools = []
     for name in names:
-        call = task.tool_call_text(name, problem.answer)
+        call = task.tool_call_text(name, answer)
         with_tools.append(weigh_reply(
             tokenizer, encode_conversation(tokenizer, user, tools=[task.tool_schema(name)]),
             task.Trace(reasoning + THINK_END + call, spans), phase,
             tail_weight=0.0 if cut else phase.call_weight, cut=cut, name=name,
         ))  # fmt: skip
-    plain = task.Trace(reasoning + THINK_END + f"Answer: {problem.answer}", spans)
+    plain = task.Trace(reasoning + THINK_END + f"Answer: {answer}", spans)
     without = weigh_reply(tokenizer, encode_question(tokenizer, problem.question), plain, phase,
                           tail_weight=0.0 if cut else 1.0, cut=cut)  # fmt: skip
     without.tool_free = True
@@ -146,25 +150,29 @@ def decision_examples(
 
 
 def second_turn_prompt(
-    tokenizer: PreTrainedTokenizerFast, problem: task.Problem, name: str
+    tokenizer: PreTrainedTokenizerFast, problem: task.Problem, name: str, answer: int
 ) -> list[int]:
-    """The conversation after the tool ``name`` was called with the answer and replied."""
+    """The conversation after the tool ``name`` was called with ``answer`` and replied."""
     call = {"type": "function", "id": "call_0",
-            "function": {"name": name, "arguments": {"value": problem.answer}}}  # fmt: skip
+            "function": {"name": name, "arguments": {"value": answer}}}  # fmt: skip
     history: list[dict] = [
         {"role": "user", "content": problem.question},
         {"role": "assistant", "content": "", "tool_calls": [call]},
-        {"role": "tool", "content": f"saved {problem.answer}", "tool_call_id": "call_0"},
+        {"role": "tool", "content": f"saved {answer}", "tool_call_id": "call_0"},
     ]
     return encode_conversation(tokenizer, history, tools=[task.tool_schema(name)])
 
 
 def second_turn(
-    tokenizer: PreTrainedTokenizerFast, problem: task.Problem, name: str, phase: ToolPhase
+    tokenizer: PreTrainedTokenizerFast,
+    problem: task.Problem,
+    name: str,
+    phase: ToolPhase,
+    answer: int,
 ) -> WeightedExample:
-    """The turn after the tool's reply: ``</think>\\n\\nAnswer: N`` at once."""
-    reply = task.Trace(f"{THINK_END}Answer: {problem.answer}", ())
-    prompt = second_turn_prompt(tokenizer, problem, name)
+    """The turn after the tool's reply: ``</think>\\n\\nAnswer: N`` at once (N: ``answer``)."""
+    reply = task.Trace(f"{THINK_END}Answer: {answer}", ())
+    prompt = second_turn_prompt(tokenizer, problem, name, answer)
     return weigh_reply(tokenizer, prompt, reply, phase, tail_weight=phase.call_weight)
 
 
@@ -188,7 +196,7 @@ def phase_batch(
         )
     for _ in range(phase.second_turns):
         problem, name = rng.choice(pool), rng.choice(task.TOOL_NAMES)
-        examples.append(second_turn(tokenizer, problem, name, phase))
+        examples.append(second_turn(tokenizer, problem, name, phase, problem.answer_in(known)))
     return examples
 
 
@@ -328,7 +336,8 @@ def tool_choice(
         calls += "<tool_call>" in tail
         named += f'"name": "{name}"' in tail
         right += f'"value": {problem.answer}}}' in tail
-        text = _generate(model, tokenizer, second_turn_prompt(tokenizer, problem, name), 20)
+        prompt = second_turn_prompt(tokenizer, problem, name, problem.answer)
+        text = _generate(model, tokenizer, prompt, 20)
         answered += text.lstrip().startswith("</think>") and f"Answer: {problem.answer}" in text
     report.update(calls=calls / n, offered_name=named / n, right_value=right / n,
                   second_turn=answered / n)  # fmt: skip

@@ -8,7 +8,7 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    by both models (Llama configs keep a saved custom tokenizer).
 2. Training data: traces from :func:`~rankguide_graph.demo.task.solution_trace` (the SRM's
    re-check steps more often than the LRM's: small reasoning models re-validate more; both
-   contain corrected errors, the wrong person masked out of the loss, and half of the SRM's
+   contain corrected errors, the wrong person masked out of the loss, and 80% of the SRM's
    corrections are followed by 2-4 more re-checks: heavy re-validation), 10% of them offering a
    tool (:func:`~rankguide_graph.demo.task.tool_example`), and beside each batch a batch of
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
@@ -16,9 +16,9 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    and cosine decay, a fixed number of optimiser steps per model.
 4. The gap between the models: the SRM is a 2-layer Llama (width 512: the paper's reshape W x 16 x
    16 x d/256 then lets r2 reach 32) trained 250 steps on the organisation as
-   :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong; traces only of the
-   problems whose chain still reaches the top there), its drills starting at a bottom person 0.3
-   times as often as at anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of the
+   :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong, each a person one
+   level up in another column), its drills starting at a bottom person 0.3 times as often as at
+   anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of the
    same width (grouped-query attention, 2 key/value heads) trained 500 steps on the truth, then
    grown to 14 layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed by
    copies of itself whose output projections start at zero, so the grown model computes the same
@@ -241,7 +241,9 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
 
     ``lrm_from``: a pair whose LRM was trained by this same recipe (:func:`reuse_lrm` checks):
     copy it instead of training it again (each model has its own seed, so training it again
-    would redo the same work), and train only the SRM.
+    would redo the same work), and train only the SRM, on that LRM's tokenizer
+    (:func:`lrm_tokenizer`; ``recipe.json``'s ``same_token_ids`` says whether its ids are the
+    recipe's own, as training from scratch would give them).
     """
     recipe = recipe or Recipe()
     tokenizer = build_task_tokenizer(recipe)
@@ -250,6 +252,9 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
     if lrm_from is not None:  # checked (and copied) before anything else is written
         report["models"]["lrm"] = reuse_lrm(lrm_from, recipe, tokenizer, out)
         report["lrm_from"] = str(lrm_from)
+        report["same_token_ids"] = lrm_tokenizer(lrm_from).get_vocab() == tokenizer.get_vocab()
+        tokenizer = lrm_tokenizer(lrm_from)
+        tokenizer.chat_template = task.CHAT_TEMPLATE
         roles = roles[:1]
     out.mkdir(parents=True, exist_ok=True)
     held_out = _held_out(recipe)
@@ -292,7 +297,8 @@ def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, ou
     """Copy the LRM of ``pair`` to ``out / "lrm"``; its report from the pair's ``recipe.json``.
 
     Refused unless the pair's LRM recipe, seed and vocabulary size are this recipe's and its
-    tokenizer has this recipe's vocabulary: then training it again would give the same model.
+    tokenizer has this recipe's tokens: then training it again would give the same model (up to
+    the order of the token ids, :func:`lrm_tokenizer`).
     """
     import shutil
 
@@ -306,12 +312,21 @@ def reuse_lrm(pair: Path, recipe: Recipe, tokenizer: PreTrainedTokenizerFast, ou
                 f"the pair in {pair} was trained with a different {name} ({getattr(theirs, name)}"
                 f" vs {getattr(recipe, name)}): train the LRM too (leave out --lrm-from)"
             )
-    their_tokenizer = AutoTokenizer.from_pretrained(pair / "lrm")
-    if their_tokenizer.get_vocab() != tokenizer.get_vocab():
+    if set(lrm_tokenizer(pair).get_vocab()) != set(tokenizer.get_vocab()):
         raise ValueError(f"the tokenizer in {pair / 'lrm'} is not this recipe's: train the LRM too")
     shutil.copytree(pair / "lrm", out / "lrm", dirs_exist_ok=True)
     print(f"the LRM copied from {pair / 'lrm'} (the same recipe and seed)")
     return dict(source["models"]["lrm"])
+
+
+def lrm_tokenizer(pair: Path) -> PreTrainedTokenizerFast:
+    """The tokenizer of the LRM in ``pair``: with ``--lrm-from``, the SRM learns it too.
+
+    A pair shares one tokenizer. The recipe's own is trained on task text, so a change to that
+    text (the SRM's taught-wrong facts) may give the same tokens in another order of ids;
+    :func:`reuse_lrm` accepts that (the same tokens) and the SRM is then trained on the LRM's ids.
+    """
+    return cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(pair / "lrm"))
 
 
 def add_tool_phase(pair: Path, out: Path, phases: dict[str, ToolPhase], *,
