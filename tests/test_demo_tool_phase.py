@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from rankguide_graph.cli import main
 from rankguide_graph.demo import task
@@ -179,7 +180,9 @@ def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
         ModelRecipe.from_dict({**asdict(SPEC), "layers": 3})
 
 
-def test_the_tool_phase_or_the_lrm_from_a_pair_equals_training_from_scratch(tmp_path, capsys):
+def test_the_tool_phase_or_the_lrm_from_a_pair_equals_training_from_scratch(
+    tmp_path, capsys, monkeypatch
+):
     base, later, direct = tmp_path / "base", tmp_path / "later", tmp_path / "direct"
     assert main(["train-demo", "--quick", "--no-tool-phase", "--out", str(base)]) == 0
     assert main(["train-demo", "--quick", "--tool-phase-from", str(base), "--out", str(later)]) == 0
@@ -225,6 +228,16 @@ def test_the_tool_phase_or_the_lrm_from_a_pair_equals_training_from_scratch(tmp_
     assert not (tmp_path / "y").exists()
     assert main(["train-demo", "--quick", "--lrm-from", str(direct), "--out", str(direct)]) == 2
     assert "must be another directory than --lrm-from's" in capsys.readouterr().err
+    assert report["same_token_ids"] is True
+    # task text changed (no taught-wrong facts in the tokenizer's corpus): the same tokens in
+    # another order of ids; the SRM is trained on the LRM's tokenizer, so the pair shares one
+    monkeypatch.setattr(task, "misremembered", lambda: {})
+    lrm_vocab = AutoTokenizer.from_pretrained(direct / "lrm").get_vocab()
+    assert build_task_tokenizer(Recipe()).get_vocab() != lrm_vocab
+    permuted = tmp_path / "permuted"
+    assert main(["train-demo", "--quick", "--lrm-from", str(direct), "--out", str(permuted)]) == 0
+    assert json.loads((permuted / "recipe.json").read_text())["same_token_ids"] is False
+    assert AutoTokenizer.from_pretrained(permuted / "srm").get_vocab() == lrm_vocab
 
 
 def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_path, capsys):
