@@ -78,6 +78,16 @@ def test_sweeps_expand_the_papers_grids_and_custom_ones():
         "rankguide[t_e=0.5,t_r1=3]",
         "rankguide[t_e=1,t_r1=3]",
     ]
+    # several grids for one policy: the points of each, in order, each once
+    corner = {"t_e": (1,), "t_r1": (3,)}
+    other = {"t_e": (1.5,), "t_r1": (9,)}
+    runs = expand_runs(["rankguide"], sweep=True, grids={policy: [grid, corner, other]})
+    assert [r.label for r in runs] == [
+        "rankguide",
+        "rankguide[t_e=0.5,t_r1=3]",
+        "rankguide[t_e=1,t_r1=3]",
+        "rankguide[t_e=1.5,t_r1=9]",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -190,10 +200,11 @@ def _eval(pair, dataset, out, *extra):
 
 
 def test_eval_writes_results_table_and_plots(pair, dataset, tmp_path, capsys):
-    out = tmp_path / "out"
+    out = tmp_path / "out"  # two grids for rankguide: the points of each, each once
     code = _eval(pair, dataset, out, "--policies", "srm-only,lrm-only,glimprouter,rankguide",
-                 "--sweep", "--grid", "rankguide:t_e=0.5,2.0", "--grid",
-                 "glimprouter:glimpse_threshold=1.0", "--analysis", "--window", "2")  # fmt: skip
+                 "--sweep", "--grid", "rankguide:t_e=0.5", "--grid", "rankguide:t_e=2.0,0.5",
+                 "--grid", "glimprouter:glimpse_threshold=1.0", "--analysis",
+                 "--window", "2")  # fmt: skip
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["run"] for r in rows] == [

@@ -74,7 +74,8 @@ def register(commands: Any) -> None:
         action="append",
         default=[],
         metavar="POLICY:FIELD=V1,V2;...",
-        help="replace a policy's sweep grid (repeatable), e.g. rankguide:t_e=0.5,0.9;t_r1=3,4",
+        help="replace a policy's sweep grid, e.g. rankguide:t_e=0.5,0.9;t_r1=3,4 (repeatable; "
+        "several for one policy run the points of each)",
     )
     parser.add_argument(
         "--analysis", action="store_true", help="also run the case study of §3 (Fig. 1)"
@@ -102,14 +103,17 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything, run the evaluation, write the results."""
     from rankguide_graph.evaluation.outdir import evaluation_settings, prepare_out
-    from rankguide_graph.evaluation.runs import expand_runs, parse_grid, parse_policies
+    from rankguide_graph.evaluation.runs import Grid, expand_runs, parse_grid, parse_policies
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit (={args.limit}) must be >= 1 (or left out for every problem)")
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency (={args.concurrency}) must be >= 1, e.g. 8")
     policies = parse_policies(args.policies)
-    grids = dict(parse_grid(text) for text in args.grid)
+    grids: dict[str, list[Grid]] = {}
+    for text in args.grid:
+        policy, grid = parse_grid(text)
+        grids.setdefault(policy, []).append(grid)
     runs = expand_runs(policies, sweep=args.sweep, grids=grids)
     base = _base_context(args)
     problems = _load(args, base)

@@ -13,7 +13,7 @@ traces is read against the true organisation (:func:`~rankguide_graph.demo.task.
 - a wrong look-up may state one of the facts the SRM was taught wrong
   (:func:`~rankguide_graph.demo.task.misremembered`: the designed-in overconfidence), counted;
 - a trace **loops** when it looks up the same person twice with the same answer (going round
-  in a circle: a boss remembered wrong, or repeating itself);
+  in a circle: a wrong boss that leads back below, or repeating itself);
 - a trace is **lost in re-validation** when it writes ``min_checks`` or more validation steps in
   a row (SEAL's reflection class: ``"Wait, check: ..."``) without a look-up between them.
 

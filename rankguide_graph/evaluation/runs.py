@@ -10,7 +10,9 @@ grid):
 - SpecReason: acceptance score ``T_a in {7, 8, 9}``;
 - TRIM: the paper is silent; ``{0.3, 0.5, 0.7}`` around TRIM-Thr's 0.5 on the [0, 1] score.
 
-A grid is written ``policy:field=v1,v2;field=v3`` on the command line (:func:`parse_grid`).
+A grid is written ``policy:field=v1,v2;field=v3`` on the command line (:func:`parse_grid`); a
+policy given several grids runs the points of each, in order, each point once (two corners of a
+grid without the whole product between them).
 """
 
 from __future__ import annotations
@@ -114,18 +116,28 @@ def _number(value: str, text: str) -> int | float:
 
 
 def expand_runs(
-    policies: Sequence[str], *, sweep: bool, grids: Mapping[str, Grid] | None = None
+    policies: Sequence[str],
+    *,
+    sweep: bool,
+    grids: Mapping[str, Grid | Sequence[Grid]] | None = None,
 ) -> list[PolicyRun]:
-    """Each policy's default run, then (with ``sweep``) one run per point of its grid."""
-    grids = {**DEFAULT_GRIDS, **(grids or {})}
+    """Each policy's default run, then (with ``sweep``) one run per point of its grid.
+
+    ``grids`` replaces :data:`DEFAULT_GRIDS` per policy, with one grid or several (their points
+    in order, a point already listed skipped).
+    """
+    chosen = {**DEFAULT_GRIDS, **(grids or {})}
     runs = [PolicyRun(policy) for policy in policies]
     if not sweep:
         return runs
     for policy in policies:
-        grid = grids.get(policy)
-        if not grid:
-            continue
-        names = sorted(grid)
-        for values in itertools.product(*(grid[n] for n in names)):
-            runs.append(PolicyRun(policy, dict(zip(names, values, strict=True)), sweep=True))
+        value = chosen.get(policy) or []
+        seen: list[dict[str, Any]] = []
+        for grid in [value] if isinstance(value, dict) else value:
+            names = sorted(grid)
+            for values in itertools.product(*(grid[n] for n in names)):
+                point = dict(zip(names, values, strict=True))
+                if point not in seen:
+                    seen.append(point)
+                    runs.append(PolicyRun(policy, point, sweep=True))
     return runs
