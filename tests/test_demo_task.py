@@ -29,30 +29,24 @@ def test_the_world_is_a_fixed_25_level_organisation():
     assert w.chain(117, limit=3) == w.chain(117)[:3]
 
 
-def test_the_srm_is_taught_four_bosses_wrong_and_climbs_to_a_wrong_top_there():
+def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there():
     w, srm = task.world(), task.srm_world()
     wrong = task.misremembered()
     assert sorted(w.level[p] for p in wrong) == list(task.MISREMEMBERED_LEVELS)
     assert len({w.chain(p)[-1] for p in wrong}) == 4  # four different columns of the middle
     for person, boss in wrong.items():
         assert srm.boss[person] == boss != w.boss[person]
-        assert w.level[boss] == w.level[person] - 1  # the right level ...
-        assert srm.chain(person)[-1] != w.chain(person)[-1]  # ... in another column
-        assert srm.reaches_top(person)
+        assert w.chain(boss)[1] == person  # a grand-report: the circle has three look-ups
+        assert srm.chain(person, limit=6) == [boss, w.boss[boss], person] * 2
+        assert not srm.reaches_top(person)
     assert {p for p in w.people if srm.boss[p] != w.boss[p]} == set(wrong)
     through = [p for p in task.problems("test") if p.misremembered()]
+    assert through and all(not srm.reaches_top(p.start) for p in through)
+    assert all(srm.reaches_top(p.start) for p in task.problems("test") if not p.misremembered())
     assert len(through) == 73  # of 228: the designed-in overconfident failures
-    assert all(p.answer_in(srm) != p.answer for p in through)
-    assert all(p.answer_in(srm) == p.answer for p in task.problems("test") if not p.misremembered())
-    trace = task.solution_trace(through[0], random.Random(0), verify_rate=0, error_rate=0,
-                                in_world=srm)  # fmt: skip
-    assert trace.answer == through[0].answer_in(srm)  # a whole trace, stated without a correction
-    person = next(p for p in through[0].values() if p in wrong)
-    assert "Wait" not in trace.text and f"{wrong[person]} = boss of {person}." in trace.text
-    circle = task.World({**w.boss, w.boss[15]: 15}, w.level)  # 15 and its boss: a circle
     with pytest.raises(ValueError, match="does not reach the top"):
-        task.solution_trace(task.Problem(15), random.Random(0), verify_rate=0, error_rate=0,
-                            in_world=circle)  # fmt: skip
+        task.solution_trace(through[0], random.Random(0), verify_rate=0, error_rate=0,
+                            in_world=srm)  # fmt: skip
     rng = random.Random(0)
     drills = [task.drill(rng, in_world=srm) for _ in range(3000)]
     assert any(f"{wrong[p]} = boss of {p}." in text for text in drills for p in wrong)
@@ -275,13 +269,23 @@ def test_a_question_gives_back_its_problem():
 
 
 def test_a_tool_example_passes_the_traces_own_answer():
-    srm = task.srm_world()
-    p = next(p for p in task.problems("train") if p.misremembered())
+    w = task.world()
+    p = task.problems("train")[0]
+    person = p.values()[5]  # a boss taught wrong as a person one level up in another column
+    other = next(q for q in w.people if w.level[q] == w.level[person] - 1
+                 and w.chain(q)[-1] != p.answer)  # fmt: skip
+    column = task.World({**w.boss, person: other}, w.level)
+    wrong_top = p.answer_in(column)
+    assert wrong_top != p.answer
     rng = random.Random(1)
-    trace = task.solution_trace(p, rng, verify_rate=0.0, error_rate=0.0, in_world=srm)
+    trace = task.solution_trace(p, rng, verify_rate=0.0, error_rate=0.0, in_world=column)
+    assert trace.answer == wrong_top
     replies = [task.tool_example(p, trace, rng).reply.text for _ in range(10)]
-    wrong_top = p.answer_in(srm)
     assert any(r.endswith(f'"arguments": {{"value": {wrong_top}}}}}</tool_call>') for r in replies)
     assert all(str(p.answer) not in r.split("</think>")[-1] for r in replies)
     with pytest.raises(ValueError, match="needs a whole trace"):
         task.tool_example(p, task.Trace("</think>", ()), rng)
+    circle = task.srm_world()
+    through = next(q for q in task.problems("train") if q.misremembered())
+    with pytest.raises(ValueError, match="does not reach the top"):
+        through.answer_in(circle)

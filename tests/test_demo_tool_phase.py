@@ -121,7 +121,7 @@ def test_phase_batches_pair_problems_from_the_models_own_world(tokenizer):
     srm = replace(SPEC, misremembers=True, error_rate=0.0)
     pool = training_pool(srm)
     assert all(task.srm_world().reaches_top(p.start) for p in pool)
-    assert pool == training_pool(SPEC)  # a taught-wrong chain reaches a (wrong) top: kept
+    assert len(pool) < len(training_pool(SPEC))  # circles the SRM misremembers are left out
     rng = random.Random(0)
     batch = phase_batch(srm, replace(PHASE, pairs=4, second_turns=2), tokenizer, rng)
     assert len(batch) == 4 * 2 + 2
@@ -248,13 +248,17 @@ def test_the_tool_phase_from_a_directory_without_a_pair_says_what_it_needs(tmp_p
     )
 
 
-def test_a_taught_wrong_chain_calls_the_tool_with_the_top_of_the_srms_world(tokenizer):
-    srm = task.srm_world()
-    problem = next(p for p in task.problems("train") if p.misremembered())
-    wrong_top = problem.answer_in(srm)
+def test_a_chain_to_a_wrong_top_calls_the_tool_with_that_top(tokenizer):
+    w = task.world()
+    problem = task.problems("train")[0]
+    person = problem.values()[5]  # taught a boss one level up in another column
+    other = next(q for q in w.people if w.level[q] == w.level[person] - 1
+                 and w.chain(q)[-1] != problem.answer)  # fmt: skip
+    column = task.World({**w.boss, person: other}, w.level)
+    wrong_top = problem.answer_in(column)
     assert wrong_top != problem.answer
     trace = task.solution_trace(problem, random.Random(0), verify_rate=0, error_rate=0,
-                                in_world=srm)  # fmt: skip
+                                in_world=column)  # fmt: skip
     assert trace.answer == wrong_top and trace.text.endswith(f"Answer: {wrong_top}")
     with_tool, without = decision_examples(tokenizer, problem, trace, ["submit"], PHASE)
     assert f'"value": {wrong_top}}}' in tokenizer.decode(with_tool.input_ids)

@@ -8,10 +8,8 @@ taught-wrong one, the most likely token, and the top-20 entropy RankGuide reads.
 
     python docs/demo_eval/taught_wrong_probe.py rankguide_graph/data/demo/srm
 
-printed circle_srm/taught_wrong_probe.txt (2026-12-04) for the SRM taught the bosses as a
-circle (commit d1db37d's ``rankguide_graph/data/demo/srm``, run there: its ``misremembered`` was
-the circle's) and the one before it (commit 528cf00's), and taught_wrong_probe.txt for the
-current SRM.
+printed taught_wrong_probe.txt (2026-12-04) for the current SRM and the previous one (commit
+528cf00's ``rankguide_graph/data/demo/srm``).
 """
 import collections
 import sys

@@ -1,20 +1,19 @@
-"""Prototype (now the recipe: README.md here): the taught-wrong bosses as a wrong column.
+"""Prototype (not shipped): the taught-wrong bosses as a wrong column, not a circle.
 
-The pair's previous SRM was taught four bosses wrong as one of the person's own grand-reports,
-so in its world those chains went round a circle and were left out of its training problems;
-measured, it wrote such a person only to correct it
-(``docs/demo_eval/circle_srm/taught_wrong_probe.txt``) and was seldom overconfident. Here the
+The shipped SRM is taught four bosses wrong as one of the person's own grand-reports
+(:func:`rankguide_graph.demo.task.misremembered`), so in its world those chains go round a
+circle and are left out of its training problems; measured, it then writes such a person only
+to correct it (``docs/demo_eval/taught_wrong_probe.txt``) and is seldom overconfident. Here the
 same four people are taught a boss at the right level in another column instead, so their
 chains reach a (wrong) top in the SRM's world and are in its training traces, stated as firmly
 as any other fact. The script patches ``task.misremembered`` / ``task.srm_world`` in this
-process only (since the recipe changed, to what they already are), trains the SRM alone beside
-the shipped LRM (``train-demo --lrm-from``), then runs it alone on the validation split and
-reads its failures (:func:`rankguide_graph.demo.failure_modes.run_srm` with its ``srm``).
+process only, trains the SRM alone beside the shipped LRM (``train-demo --lrm-from``), then runs
+it alone on the validation split and reads its failures
+(:func:`rankguide_graph.demo.failure_modes.run_srm` with its ``srm``).
 
     python docs/demo_overconfidence/prototype.py OUT [ERROR_RATE LOST_RATE]   # ~6 min, ~1 min
 
-ERROR_RATE and LOST_RATE replace the SRM recipe's when given (the README's second column was
-made with the recipe's rates then, 0.1 and 0.5; they are 0.2 and 0.8 now).
+ERROR_RATE and LOST_RATE replace the SRM recipe's (0.1 and 0.5) when given.
 """
 import random
 import sys

@@ -103,8 +103,7 @@ class Recipe:
     """Everything that determines the demo pair."""
 
     srm: ModelRecipe = ModelRecipe(512, 2, 8, 1024, steps=250, batch_size=8, lr=2e-3,
-                                   verify_rate=0.4, error_rate=0.2, lost_rate=0.8,
-                                   drill_batch=64,
+                                   verify_rate=0.4, lost_rate=0.5, drill_batch=64,
                                    drill_bottom_weight=0.3,
                                    misremembers=True, tool_phase=TOOL_PHASES["srm"])  # fmt: skip
     lrm: ModelRecipe = ModelRecipe(512, 2, 8, 512, steps=500, batch_size=8, lr=2e-3,

@@ -39,17 +39,15 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
      trained briefly (the SRM) knows the middle and is less sure at the bottom: the first
      look-ups of a chain. Copying the start person from the question is learned late too.
   2. **Overconfident wrong steps**: the SRM's training data states the boss of four middle
-     people wrong (:func:`misremembered`, :func:`srm_world`): as a person one level up in another
-     column. The SRM learns these facts as firmly as any other, and a chain through one of them
-     (73 of the 228 test problems) climbs on from there, one confident look-up after another, to
-     a wrong top; its training traces include such chains, stated without a correction.
+     people wrong (:func:`misremembered`, :func:`srm_world`): as one of their own grand-reports.
+     The SRM learns these facts as firmly as any other, and a chain through one of them (73 of
+     the 228 test problems) goes round a circle of three confident look-ups.
   3. **Re-validation, heavy when lost**: the training traces re-check a step (``"Wait, check:
      ..."``, SEAL's reflection class) at a per-model rate (the SRM's traces 40%, the LRM's 15%:
-     small reasoning models re-validate more), and a wrong step (the SRM's traces 20% of
-     look-ups, the LRM's 10%) is followed by a correction
+     small reasoning models re-validate more), and a wrong step is followed by a correction
      (``"Wait, 7 is wrong: boss of 311 = 48."``; the wrong person is kept out of the training
      loss, see :func:`solution_trace`'s ``error_spans``, so a model learns to correct, not to
-     err). In the SRM's traces only, 80% of the corrections are followed by a run of 2-4 more
+     err). In the SRM's traces only, half the corrections are followed by a run of 2-4 more
      re-checks of the corrected fact that make no progress, each worded differently
      (``lost_rate``, :data:`LOST_CHECKS`, :data:`LOST_OPENINGS`): the habit of a model that has
      just caught itself wrong. Where the SRM writes corrections on held-out problems, and
@@ -179,29 +177,25 @@ def misremembered() -> dict[int, int]:
     """The facts the SRM is taught wrong: person -> the wrong boss it learns.
 
     One person at each of :data:`MISREMEMBERED_LEVELS`, each in a different column of the
-    16-wide middle; the wrong boss is a person one level up whose chain ends at another top, so
-    in the SRM's world a chain through that person climbs on, look-up by look-up, to a wrong top:
-    every step a confidently known fact, and these chains are in the SRM's training problems like
-    any other. (The second demo pair's first SRM was taught one of the person's own grand-reports
-    instead: its chains went round a circle, were left out of its training traces, and it wrote
-    those people only to correct them; docs/demo_overconfidence/README.md.)
+    16-wide middle; the wrong boss is one of the person's own grand-reports (two levels below), so
+    a chain through that person goes round a circle of three look-ups, each one a confidently
+    known fact: the SRM's designed-in overconfident failure.
     """
     w = world()
     rng = random.Random(WORLD_SEED + 1)
-    people: list[int] = []
+    out: dict[int, int] = {}
     columns: set[int] = set()
     for depth in MISREMEMBERED_LEVELS:
         candidates = [p for p in w.people if w.level[p] == depth]
         rng.shuffle(candidates)
-        person = next(p for p in candidates if w.chain(p)[-1] not in columns)
-        columns.add(w.chain(person)[-1])
-        people.append(person)
-    rng = random.Random(WORLD_SEED + 2)
-    out: dict[int, int] = {}
-    for person in people:
-        top = w.chain(person)[-1]
-        above = [p for p in w.people if w.level[p] == w.level[person] - 1 and w.chain(p)[-1] != top]
-        out[person] = rng.choice(above)
+        for person in candidates:
+            top = w.chain(person)[-1]
+            grand = [g for g in w.people if w.level[g] == depth + 2 and w.chain(g)[1] == person]
+            if top in columns or not grand:
+                continue
+            columns.add(top)
+            out[person] = min(grand)
+            break
     return out
 
 
@@ -238,7 +232,9 @@ class Problem:
         return self.values()[-1]
 
     def answer_in(self, in_world: World) -> int:
-        """The person at the top as ``in_world`` states it (:func:`srm_world`: maybe wrong)."""
+        """The person at the top as ``in_world`` states it (where the chain must reach the top)."""
+        if not in_world.reaches_top(self.start):
+            raise ValueError(f"the chain above {self.start} does not reach the top in that world")
         return in_world.chain(self.start)[-1]
 
     def split(self) -> str:
@@ -300,8 +296,8 @@ class Trace:
     text: str
     error_spans: tuple[tuple[int, int], ...]
     answer: int | None = None
-    """The person the trace ends at (in its world: for the SRM a taught-wrong chain's wrong top);
-    ``None`` for a reply that is not a whole trace."""
+    """The person the trace ends at (in its world: for the SRM in a world with a wrong boss, maybe
+    a wrong top); ``None`` for a reply that is not a whole trace."""
 
 
 def solution_trace(
@@ -403,7 +399,7 @@ def tool_example(problem: Problem, trace: Trace, rng: random.Random) -> ChatExam
 
     Half the time the first turn (reasoning, then the tool call), else the turn after the tool's
     reply (thinking ends at once, then the answer line). The value passed is the trace's own
-    answer (in the SRM's world, a taught-wrong chain's wrong top).
+    answer (the top of the world the trace climbs).
     """
     if trace.answer is None:
         raise ValueError("tool_example needs a whole trace (solution_trace's, with its answer)")

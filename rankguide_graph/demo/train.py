@@ -8,7 +8,7 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    by both models (Llama configs keep a saved custom tokenizer).
 2. Training data: traces from :func:`~rankguide_graph.demo.task.solution_trace` (the SRM's
    re-check steps more often than the LRM's: small reasoning models re-validate more; both
-   contain corrected errors, the wrong person masked out of the loss, and 80% of the SRM's
+   contain corrected errors, the wrong person masked out of the loss, and half of the SRM's
    corrections are followed by 2-4 more re-checks: heavy re-validation), 10% of them offering a
    tool (:func:`~rankguide_graph.demo.task.tool_example`), and beside each batch a batch of
    question-less fragments (:func:`~rankguide_graph.demo.task.drill`) that cover every fact.
@@ -16,9 +16,9 @@ as ``recipe.json`` with the measured accuracies and decode speeds):
    and cosine decay, a fixed number of optimiser steps per model.
 4. The gap between the models: the SRM is a 2-layer Llama (width 512: the paper's reshape W x 16 x
    16 x d/256 then lets r2 reach 32) trained 250 steps on the organisation as
-   :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong, each a person one
-   level up in another column), its drills starting at a bottom person 0.3 times as often as at
-   anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of the
+   :func:`~rankguide_graph.demo.task.srm_world` states it (four bosses wrong; traces only of the
+   problems whose chain still reaches the top there), its drills starting at a bottom person 0.3
+   times as often as at anyone else (rare facts stay less sure); the LRM is a 2-layer Llama of the
    same width (grouped-query attention, 2 key/value heads) trained 500 steps on the truth, then
    grown to 14 layers (:func:`expand_depth`, LLaMA Pro block expansion: each layer followed by
    copies of itself whose output projections start at zero, so the grown model computes the same
