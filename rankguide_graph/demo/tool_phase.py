@@ -122,7 +122,7 @@ def decision_examples(
     """One problem with each tool of ``names`` offered and without, the same (maybe cut) reasoning.
 
     In order: the first name offered, no tool, then the other names offered. The answer is the
-    trace's own (in the SRM's world, a taught-wrong chain's wrong top).
+    trace's own (the top of the world the trace climbs).
     """
     if trace.answer is None:
         raise ValueError("decision_examples needs a whole trace (solution_trace's: its answer)")
