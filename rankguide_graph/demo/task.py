@@ -299,6 +299,12 @@ class Trace:
     """The person the trace ends at (in its world: for the SRM in a world with a wrong boss, maybe
     a wrong top); ``None`` for a reply that is not a whole trace."""
 
+    def whole_answer(self) -> int:
+        """:attr:`answer`, which only a whole trace (:func:`solution_trace`'s) has."""
+        if self.answer is None:
+            raise ValueError("this needs a whole trace (solution_trace's, with its answer)")
+        return self.answer
+
 
 def solution_trace(
     problem: Problem,
@@ -401,9 +407,7 @@ def tool_example(problem: Problem, trace: Trace, rng: random.Random) -> ChatExam
     reply (thinking ends at once, then the answer line). The value passed is the trace's own
     answer (the top of the world the trace climbs).
     """
-    if trace.answer is None:
-        raise ValueError("tool_example needs a whole trace (solution_trace's, with its answer)")
-    answer = trace.answer
+    answer = trace.whole_answer()
     name = rng.choice(TOOL_NAMES)
     tools = (tool_schema(name),)
     user = {"role": "user", "content": problem.question}

@@ -124,9 +124,7 @@ def decision_examples(
     In order: the first name offered, no tool, then the other names offered. The answer is the
     trace's own (the top of the world the trace climbs).
     """
-    if trace.answer is None:
-        raise ValueError("decision_examples needs a whole trace (solution_trace's: its answer)")
-    answer = trace.answer
+    answer = trace.whole_answer()
     cut = cut_steps is not None
     reasoning = (
         cut_after(trace, cut_steps) if cut_steps is not None

@@ -252,8 +252,9 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, *, log_every: int =
     if lrm_from is not None:  # checked (and copied) before anything else is written
         report["models"]["lrm"] = reuse_lrm(lrm_from, recipe, tokenizer, out)
         report["lrm_from"] = str(lrm_from)
-        report["same_token_ids"] = lrm_tokenizer(lrm_from).get_vocab() == tokenizer.get_vocab()
-        tokenizer = lrm_tokenizer(lrm_from)
+        theirs = lrm_tokenizer(lrm_from)
+        report["same_token_ids"] = theirs.get_vocab() == tokenizer.get_vocab()
+        tokenizer = theirs
         tokenizer.chat_template = task.CHAT_TEMPLATE
         roles = roles[:1]
     out.mkdir(parents=True, exist_ok=True)
