@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -9,7 +11,12 @@ from rankguide_graph.backend import StopReason, encode_question
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError, ModelLoadError, TokenizerMismatchError
 from rankguide_graph.graph import build_graph
-from rankguide_graph.policies import BoundarySignals, available_policies, rankguide_route
+from rankguide_graph.policies import (
+    BoundarySignals,
+    UnreachableRankWarning,
+    available_policies,
+    rankguide_route,
+)
 from rankguide_graph.session import POOL, SESSIONS
 from rankguide_graph.tiny_models import build_tokenizer, save_tiny_model
 
@@ -167,7 +174,9 @@ def test_a_rejected_draft_leaves_both_caches_equal_to_a_recompute(pair, policy):
 def test_collapse_ends_thinking_exactly_when_eq4_holds(graph, pair):
     # Every window is low rank (r1 < 100), W = 3: the first full window comes after 3 steps,
     # and the third low-rank window in a row (after step 5) is the collapse, not one earlier.
-    out = _run(graph, pair, "rankguide", window=3, t_r1=100)
+    # The run says so when it starts: the tiny SRM (hidden 64) has r1 <= W = 3.
+    with pytest.warns(UnreachableRankWarning, match=r"t_r1 = 100 .* \(3 = min\(W, d_hid\)\)"):
+        out = _run(graph, pair, "rankguide", window=3, t_r1=100)
     assert out["thinking_end"] == "collapse"
     steps = out["steps"]
     assert len(steps) == 5
@@ -176,6 +185,18 @@ def test_collapse_ends_thinking_exactly_when_eq4_holds(graph, pair):
     assert [s["model"] for s in steps[3:]] == ["lrm", "lrm"]
     assert out["reasoning"].count("</think>") == 0
     assert out["totals"]["answer_model"] == "lrm"
+
+
+def test_thresholds_the_srm_can_reach_give_no_warning(graph, pair):
+    # hidden 64 = 16 x 4 x 1: r2 <= min(W * 16, 64 / 16) = 4, so t_r2 = 4 can be reached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreachableRankWarning)
+        out = _run(graph, pair, "rankguide", window=3, t_r1=3, t_r2=4)
+    assert out["steps"]
+    with pytest.warns(
+        UnreachableRankWarning, match=r"t_r2 = 5 .* \(4 = min\(W \* d1, d_hid / d1\)\)"
+    ):
+        _run(graph, pair, "rankguide", window=3, t_r1=3, t_r2=5)
 
 
 def test_steps_are_streamed_as_custom_events_in_order(graph, pair):

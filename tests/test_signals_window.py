@@ -9,6 +9,7 @@ import torch
 from rankguide_graph.signals import (
     RankWindow,
     hidden_factorisation,
+    rank_bounds,
     tt_ranks,
     tt_svd,
     window_ranks,
@@ -250,3 +251,14 @@ def test_thread_count_is_restored_even_on_errors() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("window", "d_hid", "bounds"),
+    [(10, 1536, (10, 96)), (10, 512, (10, 32)), (10, 64, (10, 4)), (3, 64, (3, 4)), (4, 2, (2, 1))],
+)
+def test_rank_bounds_are_the_largest_ranks_a_window_reaches(window, d_hid, bounds) -> None:
+    assert rank_bounds(window, d_hid) == bounds
+    # a random window (full rank almost surely) reaches both, eps = 0 keeps every singular value
+    states = np.random.default_rng(3).standard_normal((window, d_hid))
+    assert window_ranks(states, eps=1e-9) == bounds

@@ -13,6 +13,7 @@ from rankguide_graph.policies.r2r import R2RPolicy
 from rankguide_graph.policies.rankguide import (
     RankGuidePolicy,
     RankGuideThresholds,
+    UnreachableRankWarning,
     rankguide_route,
 )
 from rankguide_graph.policies.registry import (
@@ -26,10 +27,10 @@ from rankguide_graph.policies.trim import TrimPolicy
 from rankguide_graph.policies.verification import accept_draft, specreason_score
 
 __all__ = [
-    "R2RPolicy",
     "BoundarySignals",
     "GlimpRouterPolicy",
     "LrmOnlyPolicy",
+    "R2RPolicy",
     "RankGuidePolicy",
     "RankGuideThresholds",
     "Route",
@@ -38,6 +39,7 @@ __all__ = [
     "SpecReasonPolicy",
     "SrmOnlyPolicy",
     "TrimPolicy",
+    "UnreachableRankWarning",
     "accept_draft",
     "available_policies",
     "get_policy_class",

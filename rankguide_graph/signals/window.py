@@ -24,7 +24,7 @@ from rankguide_graph.signals.tt_svd import (
     _single_threaded,
 )
 
-__all__ = ["RankWindow", "hidden_factorisation", "window_ranks"]
+__all__ = ["RankWindow", "hidden_factorisation", "rank_bounds", "window_ranks"]
 
 _MAX_FACTOR = 16  # the paper's d1 = d2 = 16
 
@@ -59,6 +59,18 @@ def hidden_factorisation(d_hid: int) -> tuple[int, int, int]:
         )
     d2 = _largest_divisor_at_most(d_hid // d1, _MAX_FACTOR)
     return d1, d2, d_hid // (d1 * d2)
+
+
+def rank_bounds(window: int, d_hid: int, dims: Sequence[int] | None = None) -> tuple[int, int]:
+    """The largest ``(r_1, r_2)`` a window of ``window`` step states of size ``d_hid`` can have.
+
+    ``r_1`` is the rank of the ``W x d_hid`` unfolding, so ``r_1 <= min(W, d_hid)``; ``r_2`` that
+    of the ``(r_1 * d1) x (d_hid / d1)`` one, so ``r_2 <= min(W * d1, d_hid / d1)`` (10 and 96 for
+    the paper's W = 10 and 1536; 10 and 32 for 512; 10 and 4 for 64). A threshold above its bound
+    makes every window low-rank. ``dims`` as in :func:`window_ranks`.
+    """
+    d1, _, _ = hidden_factorisation(d_hid) if dims is None else _check_dims(dims, d_hid)
+    return min(window, d_hid), min(window * d1, d_hid // d1)
 
 
 @_single_threaded
