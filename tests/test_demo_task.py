@@ -47,6 +47,34 @@ def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there():
     with pytest.raises(ValueError, match="does not reach the top"):
         task.solution_trace(through[0], random.Random(0), verify_rate=0, error_rate=0,
                             in_world=srm)  # fmt: skip
+    # ... unless the trace goes round the circle: circle_rounds times, then a top is claimed
+    problem = through[0]
+    climb = [problem.start, *srm.climb(problem.start)]
+    closing = srm.boss[climb[-1]]
+    circle = climb[climb.index(closing) :]
+    assert len(circle) == 3 and set(circle) & set(wrong)  # the taught-wrong person, in it
+    trace = task.solution_trace(problem, random.Random(0), verify_rate=0, error_rate=0,
+                                in_world=srm, circle_rounds=(2, 2))  # fmt: skip
+    steps = trace.text.split("</think>")[0].split("\n\n")[:-1]
+    assert len(steps) == len(climb) + 2 * len(circle)  # the start, the climb, two rounds
+    assert steps[-1] == f"{climb[-1]} = boss of {climb[-2]}. {climb[-1]} is at the top."
+    assert trace.answer == climb[-1] == problem.answer_in(srm, circles=True) != problem.answer
+    assert trace.text.endswith(f"</think>\n\nAnswer: {climb[-1]}") and not trace.error_spans
+    rounds = {
+        task.solution_trace(problem, random.Random(seed), verify_rate=0, error_rate=0,
+                            in_world=srm, circle_rounds=(2, 4)).text.count("\n\n")
+        for seed in range(20)
+    }  # fmt: skip
+    assert len(rounds) == 3  # two, three or four rounds, drawn
+    # a chain that reaches the top draws the same numbers with the option: the same trace
+    reaching = next(p for p in task.problems("test") if not p.misremembered())
+    for seed in range(5):
+        plain = task.solution_trace(reaching, random.Random(seed), verify_rate=0.4,
+                                    error_rate=0.2, in_world=srm, lost_rate=0.5)  # fmt: skip
+        same = task.solution_trace(reaching, random.Random(seed), verify_rate=0.4,
+                                   error_rate=0.2, in_world=srm, lost_rate=0.5,
+                                   circle_rounds=(2, 4))  # fmt: skip
+        assert same == plain
     rng = random.Random(0)
     drills = [task.drill(rng, in_world=srm) for _ in range(3000)]
     assert any(f"{wrong[p]} = boss of {p}." in text for text in drills for p in wrong)

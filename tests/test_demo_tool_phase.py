@@ -143,6 +143,28 @@ def test_phase_batches_pair_problems_from_the_models_own_world(tokenizer):
     assert len(reasoning) == 1  # one trace, every name
 
 
+def test_a_recipe_that_goes_round_the_circles_trains_on_them_tool_phase_too(tokenizer):
+    srm = replace(SPEC, misremembers=True, error_rate=0.0, verify_rate=0.0, circle_rounds=(2, 2))
+    pool = training_pool(srm)
+    assert pool == task.problems("train")  # the circles are in
+    circling = {p for p in pool if not task.srm_world().reaches_top(p.start)}
+    rng = random.Random(0)
+    batch = phase_batch(srm, replace(PHASE, pairs=20, second_turns=20), tokenizer, rng)
+    ends, saved = [], []  # what circling chains' traces and second turns say
+    for example in batch:
+        text = tokenizer.decode(example.input_ids)
+        question = re.search(r"<\|user\|>(.*?)\n", text)
+        assert question
+        problem = task.Problem.from_question(question.group(1))
+        if problem not in circling:
+            continue
+        end = problem.answer_in(task.srm_world(), circles=True)
+        ends += [(int(n), end) for n in re.findall(r"(\d+) is at the top\.", text)]
+        saved += [(int(n), end) for n in re.findall(r"saved (\d+)", text)]
+    assert ends and saved  # whole traces and second turns of circling chains are in the batch
+    assert all(n == end for n, end in ends + saved)  # each ends at the circle's last person
+
+
 def test_the_weighted_loss_is_the_weighted_mean_of_token_losses(tokenizer):
     model = build_model(SPEC, tokenizer, seed=0).eval()
     ids = [5, 17, 42, 99, 7]
@@ -176,6 +198,8 @@ def test_keeping_adds_the_kl_from_the_model_before_on_tool_free_examples_only(to
 def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
     recipe = Recipe(srm=replace(Recipe().srm, tool_phase=ToolPhase(steps=7)))
     assert Recipe.from_dict(json.loads(json.dumps(asdict(recipe)))) == recipe
+    circles = Recipe(srm=replace(Recipe().srm, circle_rounds=(2, 4)))  # JSON makes it a list
+    assert Recipe.from_dict(json.loads(json.dumps(asdict(circles)))) == circles
     with pytest.raises(ValueError, match=r"unknown ModelRecipe fields \['layers'\]"):
         ModelRecipe.from_dict({**asdict(SPEC), "layers": 3})
 

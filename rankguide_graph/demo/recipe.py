@@ -87,6 +87,10 @@ class ModelRecipe:
     """Key/value heads (grouped-query attention); ``None``: one per attention head."""
     misremembers: bool = False
     """Train on the organisation as :func:`~.task.srm_world` states it (a few bosses wrong)."""
+    circle_rounds: tuple[int, int] | None = None
+    """With ``misremembers``: the training traces of chains that close a circle in that world
+    go round it a drawn number of times in this range, then state a top
+    (:func:`~.task.solution_trace`); ``None``: those problems are left out of training."""
     tool_phase: ToolPhase | None = None
     """After training (and growth), the tool phase; ``None``: none."""
 
@@ -94,8 +98,14 @@ class ModelRecipe:
     def from_dict(cls, data: dict[str, Any]) -> ModelRecipe:
         """The recipe as ``dataclasses.asdict`` wrote it (``recipe.json``); unknown keys refused."""
         _check_keys(cls, data)
-        phase = data.get("tool_phase")
-        return cls(**{**data, "tool_phase": ToolPhase(**phase) if phase else None})
+        phase, rounds = data.get("tool_phase"), data.get("circle_rounds")
+        return cls(
+            **{
+                **data,
+                "tool_phase": ToolPhase(**phase) if phase else None,
+                "circle_rounds": tuple(rounds) if rounds else None,  # JSON writes a list
+            }
+        )
 
 
 @dataclass(frozen=True)

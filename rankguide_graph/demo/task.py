@@ -139,6 +139,21 @@ class World:
             boss = self.boss[boss]
         return out
 
+    def climb(self, person: int) -> list[int]:
+        """The bosses above ``person``, nearest first, each once.
+
+        Up to the top, or, where the chain closes a circle, up to the last person before it
+        comes round.
+        """
+        out: list[int] = []
+        seen = {person}
+        boss = self.boss[person]
+        while boss is not None and boss not in seen:
+            out.append(boss)
+            seen.add(boss)
+            boss = self.boss[boss]
+        return out
+
     def reaches_top(self, person: int) -> bool:
         """Whether climbing from ``person`` ends at the top (not in a circle)."""
         seen = {person}
@@ -231,11 +246,16 @@ class Problem:
         """The person at the top."""
         return self.values()[-1]
 
-    def answer_in(self, in_world: World) -> int:
-        """The person at the top as ``in_world`` states it (where the chain must reach the top)."""
-        if not in_world.reaches_top(self.start):
+    def answer_in(self, in_world: World, *, circles: bool = False) -> int:
+        """The person a trace of this problem ends at in ``in_world``.
+
+        The top as that world states it; where the chain closes a circle, the circle's last
+        person with ``circles`` (the trace goes round it, :func:`solution_trace`'s
+        ``circle_rounds``), else an error.
+        """
+        if not circles and not in_world.reaches_top(self.start):
             raise ValueError(f"the chain above {self.start} does not reach the top in that world")
-        return in_world.chain(self.start)[-1]
+        return [self.start, *in_world.climb(self.start)][-1]
 
     def split(self) -> str:
         """Which split the problem belongs to (:data:`SPLIT_SHARES`; the rest is train)."""
@@ -272,9 +292,12 @@ def start_text(person: int) -> str:
     return f"{person} is the start. Next: boss of {person}.\n\n"
 
 
-def step_text(person: int, boss: int) -> str:
-    """One step: the boss first, then the next question (or that the top is reached)."""
-    return f"{boss} = boss of {person}.{next_text(boss)}\n\n"
+def step_text(person: int, boss: int, ending: str | None = None) -> str:
+    """One step: the boss first, then the next question (or that the top is reached).
+
+    ``ending`` replaces :func:`next_text` (a trace that claims a top where there is none).
+    """
+    return f"{boss} = boss of {person}.{next_text(boss) if ending is None else ending}\n\n"
 
 
 def next_text(person: int) -> str:
@@ -284,9 +307,13 @@ def next_text(person: int) -> str:
     return f" Next: boss of {person}."
 
 
-def check_text(person: int, boss: int, opening: str = "Wait, check:") -> str:
+def check_text(
+    person: int, boss: int, opening: str = "Wait, check:", ending: str | None = None
+) -> str:
     """A validation step (SEAL's reflection class): the look-up stated again, no progress."""
-    return f"{opening} boss of {person} = {boss}.{next_text(boss)}\n\n"
+    return (
+        f"{opening} boss of {person} = {boss}.{next_text(boss) if ending is None else ending}\n\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -314,38 +341,54 @@ def solution_trace(
     error_rate: float,
     in_world: World | None = None,
     lost_rate: float = 0.0,
+    circle_rounds: tuple[int, int] | None = None,
 ) -> Trace:
     """A reasoning trace for ``problem``: steps, re-checks, corrections, then the answer.
 
     ``verify_rate``: chance that a step is followed by a re-check; ``error_rate``: chance that a
     step is first written with a wrong person (one of the same level) and then corrected (the
     wrong number's span is returned so training can mask it). ``in_world``: the organisation the
-    trace climbs (the truth by default; :func:`srm_world` for the SRM's training data), where the
-    problem's chain must reach the top. ``lost_rate``: chance that a correction is followed by
-    a run of :data:`LOST_CHECKS` re-checks of the corrected fact that make no progress (the
-    heavy re-validation of a model that has just caught itself wrong); with 0 the random draws
-    are those of a trace without the option.
+    trace climbs (the truth by default; :func:`srm_world` for the SRM's training data).
+    ``lost_rate``: chance that a correction is followed by a run of :data:`LOST_CHECKS`
+    re-checks of the corrected fact that make no progress (the heavy re-validation of a model
+    that has just caught itself wrong); with 0 the random draws are those of a trace without the
+    option. A chain that closes a circle in ``in_world`` is refused unless ``circle_rounds`` is
+    given: the trace then climbs to the circle, goes round it a number of times drawn from that
+    range, every look-up as confident as any other, and states the person it stands on as the
+    top (``"129 = boss of 290. 129 is at the top."``): the overconfident collapse of a model that
+    knows a fact wrong. A chain that reaches the top draws the same numbers either way.
     """
     w = in_world or world()
-    if not w.reaches_top(problem.start):
-        raise ValueError(f"the chain above {problem.start} does not reach the top in that world")
-    text, spans, person = start_text(problem.start), [], problem.start
-    for boss in w.chain(problem.start):
+    path = [problem.start, *w.climb(problem.start)]
+    circle = not w.reaches_top(problem.start)
+    if circle:
+        if circle_rounds is None:
+            raise ValueError(
+                f"the chain above {problem.start} does not reach the top in that world (pass "
+                "circle_rounds to go round its circle)"
+            )
+        closing = w.boss[path[-1]]  # the person the circle comes round to
+        assert closing is not None  # a chain that reaches no top ends in a circle
+        path += path[path.index(closing) :] * rng.randint(*circle_rounds)  # round, back to end
+    text, spans = start_text(problem.start), []
+    look_ups = list(zip(path, path[1:], strict=False))
+    for i, (person, boss) in enumerate(look_ups):
+        last_of_circle = circle and i == len(look_ups) - 1
+        ending = f" {boss} is at the top." if last_of_circle else None
         if rng.random() < error_rate:
             peers = [p for p in w.people if w.level[p] == w.level[boss] and p != boss]
             wrong = rng.choice(peers)
             spans.append((len(text), len(text) + len(str(wrong))))
             text += step_text(person, wrong)
-            text += f"Wait, {wrong} is wrong: boss of {person} = {boss}.{next_text(boss)}\n\n"
+            text += check_text(person, boss, f"Wait, {wrong} is wrong:", ending)
             if lost_rate and rng.random() < lost_rate:
                 for opening in LOST_OPENINGS[: rng.randint(*LOST_CHECKS)]:
-                    text += check_text(person, boss, opening)
+                    text += check_text(person, boss, opening, ending)
         else:
-            text += step_text(person, boss)
+            text += step_text(person, boss, ending)
             if rng.random() < verify_rate:
-                text += check_text(person, boss)
-        person = boss
-    return Trace(text + f"</think>\n\nAnswer: {person}", tuple(spans), person)
+                text += check_text(person, boss, ending=ending)
+    return Trace(text + f"</think>\n\nAnswer: {path[-1]}", tuple(spans), path[-1])
 
 
 def drill(

@@ -184,7 +184,8 @@ def phase_batch(
         problem = rng.choice(pool)
         trace = task.solution_trace(problem, rng, verify_rate=spec.verify_rate,
                                     error_rate=spec.error_rate, in_world=known,
-                                    lost_rate=spec.lost_rate)  # fmt: skip
+                                    lost_rate=spec.lost_rate,
+                                    circle_rounds=spec.circle_rounds)  # fmt: skip
         name = rng.choice(task.TOOL_NAMES)
         steps = trace.text[: trace.text.index("</think>")].count("\n\n")
         cut_steps = rng.randint(1, steps) if rng.random() < phase.cut_share else None
@@ -194,7 +195,8 @@ def phase_batch(
         )
     for _ in range(phase.second_turns):
         problem, name = rng.choice(pool), rng.choice(task.TOOL_NAMES)
-        examples.append(second_turn(tokenizer, problem, name, phase, problem.answer_in(known)))
+        answer = problem.answer_in(known, circles=spec.circle_rounds is not None)
+        examples.append(second_turn(tokenizer, problem, name, phase, answer))
     return examples
 
 

@@ -70,9 +70,12 @@ def known_world(spec: ModelRecipe) -> task.World:
 
 
 def training_pool(spec: ModelRecipe) -> list[task.Problem]:
-    """The training problems whose chain reaches the top in the model's world."""
+    """The training problems whose chain reaches the top in the model's world.
+
+    All of them when the recipe goes round the circles (``circle_rounds``).
+    """
     known = known_world(spec)
-    return [p for p in task.problems("train") if known.reaches_top(p.start)]
+    return [p for p in task.problems("train") if spec.circle_rounds or known.reaches_top(p.start)]
 
 
 def trace_batches(
@@ -90,7 +93,7 @@ def trace_batches(
             problem = rng.choice(pool)
             trace = task.solution_trace(
                 problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate,
-                in_world=known, lost_rate=spec.lost_rate,
+                in_world=known, lost_rate=spec.lost_rate, circle_rounds=spec.circle_rounds,
             )  # fmt: skip
             chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
             examples.append(encode_example(tokenizer, problem, trace, chat))
