@@ -41,7 +41,10 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
   2. **Overconfident wrong steps**: the SRM's training data states the boss of four middle
      people wrong (:func:`misremembered`, :func:`srm_world`): as one of their own grand-reports.
      The SRM learns these facts as firmly as any other, and a chain through one of them (73 of
-     the 228 test problems) goes round a circle of three confident look-ups.
+     the 228 test problems) goes round a circle of three confident look-ups. Such chains reach
+     no top: the shipped recipe leaves them out of the SRM's training problems; a recipe with
+     ``circle_rounds`` trains on them, its traces going round the circle 2-4 times and then
+     claiming a top (:func:`solution_trace`; docs/demo_circle_loops/).
   3. **Re-validation, heavy when lost**: the training traces re-check a step (``"Wait, check:
      ..."``, SEAL's reflection class) at a per-model rate (the SRM's traces 40%, the LRM's 15%:
      small reasoning models re-validate more), and a wrong step is followed by a correction

@@ -59,7 +59,7 @@ class RankGuideThresholds:
 
         A window is low-rank when ``r1 < t_r1`` or ``r2 < t_r2``; above the largest value a rank
         can take (:func:`~rankguide_graph.signals.rank_bounds`) a threshold always holds, so
-        every step from the W-th on goes to the LRM and Eq. 4 stops every trace at ``2W - 1``
+        every step after the first W goes to the LRM and Eq. 4 stops every trace at ``2W - 1``
         steps. The message names the bound and the fix.
         """
         w = self.window
@@ -72,7 +72,7 @@ class RankGuideThresholds:
                 return (
                     f"{name} = {value} is above the largest {name[2:]} an SRM of hidden size "
                     f"{d_hid} can have in a window of W = {w} steps ({cap} = {bound}), so every "
-                    f"window is low-rank: every step from step {w} on goes to the LRM and the "
+                    f"window is low-rank: every step after the first {w} goes to the LRM and the "
                     f"collapse stop (Eq. 4) ends every trace at {2 * w - 1} steps. Choose "
                     f"{name} <= {cap} for this SRM ({name} = 1 switches the rule off); the "
                     "paper's thresholds (t_r1 5-8, t_r2 50-70) fit its 1536-wide SRM."
