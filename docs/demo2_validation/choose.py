@@ -8,39 +8,69 @@ Both are written to GRIDS as --grid arguments (the chosen point is also the base
 
 The sweep's base run of each policy used the settings in settings.json when the sweep ran, so
 run this on the settings.json the sweep read (the base point is read from it, not assumed).
+Its functions serve docs/demo_candidate_column/choose.py too.
 
-    python docs/demo2_validation/choose.py SWEEP/results.json rankguide_graph/data/demo/settings.json GRIDS
+    python docs/demo2_validation/choose.py SWEEP/results.json \
+        rankguide_graph/data/demo/settings.json GRIDS
 """
+
 import json
 import sys
 
 FAST = 0.8
-rows = json.load(open(sys.argv[1]))
-settings_path = sys.argv[2]
-s = json.load(open(settings_path))
-ctx = s["context"]
-base = {"rankguide": {"t_e": ctx["t_e"], "t_r1": ctx["t_r1"], "t_r2": ctx["t_r2"]},
-        "glimprouter": {"glimpse_threshold": ctx["glimpse_threshold"]}}
-lrm = next(r for r in rows if r["policy"] == "lrm-only")["latency_s"]
-chosen, grids = {}, []
+POLICIES = ("glimprouter", "rankguide")
 
 
-def best(points):
-    return min(points, key=lambda r: (-r["accuracy"], r["latency_s"]))
+def lrm_latency(rows):
+    """LRM-only's mean latency in the sweep."""
+    return next(r for r in rows if r["policy"] == "lrm-only")["latency_s"]
 
 
-for policy in ("glimprouter", "rankguide"):
+def sweep_points(rows, policy, ctx, lrm):
+    """Each point of ``policy``'s sweep once, printed as read (latency relative to ``lrm``).
+
+    A point's settings are completed from ``ctx`` (the base run's).
+    """
+    base = {
+        "rankguide": {"t_e": ctx["t_e"], "t_r1": ctx["t_r1"], "t_r2": ctx["t_r2"]},
+        "glimprouter": {"glimpse_threshold": ctx["glimpse_threshold"]},
+    }[policy]
     points = {}
     for r in [r for r in rows if r["policy"] == policy]:
-        full = {**base[policy], **r["settings"]}
+        full = {**base, **r["settings"]}
         print(policy, full, round(r["accuracy"], 3), round(r["latency_s"] / lrm, 2))
         points.setdefault(tuple(sorted(full.items())), {**r, "full": full})
-    first = best([p for p in points.values() if p["latency_s"] < lrm])
-    fast = best([p for p in points.values() if p["latency_s"] <= FAST * lrm])
-    chosen.update(first["full"])
-    for point in (first, fast):
-        grids.append(f"{policy}:" + ";".join(f"{k}={v}" for k, v in point["full"].items()))
-    print("chosen", policy, first["full"], "fast end", fast["full"])
-ctx.update(chosen)
-open(settings_path, "w").write(json.dumps(s, indent=2) + "\n")
-open(sys.argv[3], "w").write("\n".join(grids) + "\n")
+    return list(points.values())
+
+
+def best(points, limit, *, below=False):
+    """The most accurate point with latency at most ``limit`` (``below``: less than).
+
+    Ties: the faster.
+    """
+    within = [p for p in points if (p["latency_s"] < limit if below else p["latency_s"] <= limit)]
+    return min(within, key=lambda r: (-r["accuracy"], r["latency_s"]))
+
+
+def grid_argument(policy, point):
+    """A point as a ``--grid`` argument."""
+    return f"{policy}:" + ";".join(f"{k}={v}" for k, v in point["full"].items())
+
+
+if __name__ == "__main__":
+    rows = json.load(open(sys.argv[1]))
+    settings_path = sys.argv[2]
+    s = json.load(open(settings_path))
+    ctx = s["context"]
+    lrm = lrm_latency(rows)
+    chosen, grids = {}, []
+    for policy in POLICIES:
+        points = sweep_points(rows, policy, ctx, lrm)
+        first = best(points, lrm, below=True)
+        fast = best(points, FAST * lrm)
+        chosen.update(first["full"])
+        grids += [grid_argument(policy, first), grid_argument(policy, fast)]
+        print("chosen", policy, first["full"], "fast end", fast["full"])
+    ctx.update(chosen)
+    open(settings_path, "w").write(json.dumps(s, indent=2) + "\n")
+    open(sys.argv[3], "w").write("\n".join(grids) + "\n")

@@ -6,7 +6,7 @@ settings.json's context. Beside it the test evaluation runs the fast end, the mo
 at no more than FAST (0.8) times LRM-only's latency, and the slow end, the most accurate point
 below LRM-only's latency (the rule for the chosen point until the third sweep; ties: the faster).
 All three are written to GRIDS as --grid arguments (the chosen point is also the base run), each
-once.
+once. The sweep is read as docs/demo2_validation/choose.py reads it (its functions).
 
 The sweep's base run of each policy used the settings in settings.json when the sweep ran, so
 run this on the settings.json the sweep read (the base point is read from it, not assumed).
@@ -16,40 +16,27 @@ run this on the settings.json the sweep read (the base point is read from it, no
 
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "demo2_validation"))
+from choose import POLICIES, best, grid_argument, lrm_latency, sweep_points  # noqa: E402
 
 CHOSEN, FAST = 0.9, 0.8
 rows = json.load(open(sys.argv[1]))
 settings_path = sys.argv[2]
 s = json.load(open(settings_path))
 ctx = s["context"]
-base = {
-    "rankguide": {"t_e": ctx["t_e"], "t_r1": ctx["t_r1"], "t_r2": ctx["t_r2"]},
-    "glimprouter": {"glimpse_threshold": ctx["glimpse_threshold"]},
-}
-lrm = next(r for r in rows if r["policy"] == "lrm-only")["latency_s"]
+lrm = lrm_latency(rows)
 chosen, grids = {}, []
-
-
-def best(points, limit):
-    """The most accurate point with latency at most ``limit`` (ties: the faster)."""
-    within = [p for p in points if p["latency_s"] <= limit]
-    return min(within, key=lambda r: (-r["accuracy"], r["latency_s"]))
-
-
-for policy in ("glimprouter", "rankguide"):
-    points = {}
-    for r in [r for r in rows if r["policy"] == policy]:
-        full = {**base[policy], **r["settings"]}
-        print(policy, full, round(r["accuracy"], 3), round(r["latency_s"] / lrm, 2))
-        points.setdefault(tuple(sorted(full.items())), {**r, "full": full})
-    first = best(points.values(), CHOSEN * lrm)
-    fast = best(points.values(), FAST * lrm)
-    slow = best([p for p in points.values() if p["latency_s"] < lrm], lrm)
+for policy in POLICIES:
+    points = sweep_points(rows, policy, ctx, lrm)
+    first = best(points, CHOSEN * lrm)
+    fast = best(points, FAST * lrm)
+    slow = best(points, lrm, below=True)
     chosen.update(first["full"])
     for point in (first, fast, slow):
-        grid = f"{policy}:" + ";".join(f"{k}={v}" for k, v in point["full"].items())
-        if grid not in grids:
-            grids.append(grid)
+        if grid_argument(policy, point) not in grids:
+            grids.append(grid_argument(policy, point))
     print("chosen", policy, first["full"], "fast end", fast["full"], "slow end", slow["full"])
 ctx.update(chosen)
 open(settings_path, "w").write(json.dumps(s, indent=2) + "\n")
