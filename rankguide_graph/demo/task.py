@@ -159,14 +159,7 @@ class World:
 
     def reaches_top(self, person: int) -> bool:
         """Whether climbing from ``person`` ends at the top (not in a circle)."""
-        seen = {person}
-        boss = self.boss[person]
-        while boss is not None:
-            if boss in seen:
-                return False
-            seen.add(boss)
-            boss = self.boss[boss]
-        return True
+        return self.boss[[person, *self.climb(person)][-1]] is None
 
 
 @cache
@@ -363,15 +356,14 @@ def solution_trace(
     """
     w = in_world or world()
     path = [problem.start, *w.climb(problem.start)]
-    circle = not w.reaches_top(problem.start)
-    if circle:
+    closing = w.boss[path[-1]]  # None at the top, else the person the circle comes round to
+    circle = closing is not None
+    if closing is not None:
         if circle_rounds is None:
             raise ValueError(
                 f"the chain above {problem.start} does not reach the top in that world (pass "
                 "circle_rounds to go round its circle)"
             )
-        closing = w.boss[path[-1]]  # the person the circle comes round to
-        assert closing is not None  # a chain that reaches no top ends in a circle
         path += path[path.index(closing) :] * rng.randint(*circle_rounds)  # round, back to end
     text, spans = start_text(problem.start), []
     look_ups = list(zip(path, path[1:], strict=False))
