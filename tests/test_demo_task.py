@@ -29,7 +29,7 @@ def test_the_world_is_a_fixed_25_level_organisation():
     assert w.chain(117, limit=3) == w.chain(117)[:3]
 
 
-def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there():
+def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there_maybe_lost():
     w, srm = task.world(), task.srm_world()
     wrong = task.misremembered()
     assert sorted(w.level[p] for p in wrong) == list(task.MISREMEMBERED_LEVELS)
@@ -75,6 +75,30 @@ def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there():
                                    error_rate=0.2, in_world=srm, lost_rate=0.5,
                                    circle_rounds=(2, 4))  # fmt: skip
         assert same == plain
+    # circle_lost_rate: runs of re-checks where the trace comes round, none elsewhere
+    lost = task.solution_trace(problem, random.Random(0), verify_rate=0, error_rate=0, in_world=srm,
+                               circle_rounds=(2, 2), circle_lost_rate=1.0)  # fmt: skip
+    lost_steps = lost.text.split("</think>")[0].split("\n\n")[:-1]
+    plain_steps = [s for s in lost_steps if not s.startswith("Wait")]
+    assert plain_steps == steps and lost.answer == trace.answer  # the same climb and claim
+    comings = [i for i, s in enumerate(lost_steps) if s.startswith(f"{closing} = boss of")][1:]
+    assert len(comings) == 2  # once per round; the first time up is not coming round
+    for i in comings:
+        run = lost_steps[i + 1 : i + 1 + task.LOST_CHECKS[0]]
+        assert [s.split(" boss of")[0] for s in run] == list(task.LOST_OPENINGS[:2])
+        assert all(f"boss of {circle[-1]} = {closing}." in s for s in run)  # no progress
+    checks = sum(s.startswith("Wait") for s in lost_steps)
+    assert 2 * task.LOST_CHECKS[0] <= checks <= 2 * task.LOST_CHECKS[1]
+    # ... and with the rate 0, or a chain that reaches the top, the draws are unchanged
+    for seed in range(5):
+        args = {"verify_rate": 0.4, "error_rate": 0.2, "in_world": srm, "lost_rate": 0.5}
+        rounds = {"circle_rounds": (2, 4)}
+        assert task.solution_trace(problem, random.Random(seed), **args, **rounds,
+                                   circle_lost_rate=0.0) == task.solution_trace(
+            problem, random.Random(seed), **args, **rounds)  # fmt: skip
+        assert task.solution_trace(reaching, random.Random(seed), **args, **rounds,
+                                   circle_lost_rate=1.0) == task.solution_trace(
+            reaching, random.Random(seed), **args)  # fmt: skip
     rng = random.Random(0)
     drills = [task.drill(rng, in_world=srm) for _ in range(3000)]
     assert any(f"{wrong[p]} = boss of {p}." in text for text in drills for p in wrong)

@@ -198,7 +198,7 @@ def test_keeping_adds_the_kl_from_the_model_before_on_tool_free_examples_only(to
 def test_recipes_read_back_from_their_json_and_refuse_unknown_fields():
     recipe = Recipe(srm=replace(Recipe().srm, tool_phase=ToolPhase(steps=7)))
     assert Recipe.from_dict(json.loads(json.dumps(asdict(recipe)))) == recipe
-    circles = Recipe(srm=replace(Recipe().srm, circle_rounds=(2, 4)))  # JSON makes it a list
+    circles = Recipe(srm=replace(Recipe().srm, circle_rounds=(2, 4), circle_lost_rate=0.5))
     assert Recipe.from_dict(json.loads(json.dumps(asdict(circles)))) == circles
     with pytest.raises(ValueError, match=r"unknown ModelRecipe fields \['layers'\]"):
         ModelRecipe.from_dict({**asdict(SPEC), "layers": 3})

@@ -37,8 +37,11 @@ if __name__ == "__main__":
     srm = replace(recipe.srm, circle_rounds=ROUNDS)
     if len(sys.argv) > 2:
         srm = replace(srm, error_rate=float(sys.argv[2]), lost_rate=float(sys.argv[3]))
+    if len(sys.argv) > 4:
+        srm = replace(srm, circle_lost_rate=float(sys.argv[4]))
     recipe = replace(recipe, srm=srm)
-    print("SRM error_rate", srm.error_rate, "lost_rate", srm.lost_rate, "circle_rounds", ROUNDS)
+    print("SRM error_rate", srm.error_rate, "lost_rate", srm.lost_rate, "circle_rounds", ROUNDS,
+          "circle_lost_rate", srm.circle_lost_rate)  # fmt: skip
     train.train_demo_pair(out, recipe, lrm_from=demo_dir())
     readings = failure_modes.run_srm("demo-validation", None, srm=str(out / "srm"))
     print(failure_modes.markdown(failure_modes.summarise(readings, t_e=demo_context().t_e)))

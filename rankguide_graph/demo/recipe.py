@@ -91,6 +91,9 @@ class ModelRecipe:
     """With ``misremembers``: the training traces of chains that close a circle in that world
     go round it a drawn number of times in this range, then state a top
     (:func:`~.task.solution_trace`); ``None``: those problems are left out of training."""
+    circle_lost_rate: float = 0.0
+    """With ``circle_rounds``: share of the look-ups coming round a circle that are followed by
+    a run of 2-4 re-checks that make no progress (heavy re-validation where the model is lost)."""
     tool_phase: ToolPhase | None = None
     """After training (and growth), the tool phase; ``None``: none."""
 

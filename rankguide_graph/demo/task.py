@@ -338,6 +338,7 @@ def solution_trace(
     in_world: World | None = None,
     lost_rate: float = 0.0,
     circle_rounds: tuple[int, int] | None = None,
+    circle_lost_rate: float = 0.0,
 ) -> Trace:
     """A reasoning trace for ``problem``: steps, re-checks, corrections, then the answer.
 
@@ -353,6 +354,11 @@ def solution_trace(
     range, every look-up as confident as any other, and states the person it stands on as the
     top (``"129 = boss of 290. 129 is at the top."``): the overconfident collapse of a model that
     knows a fact wrong. A chain that reaches the top draws the same numbers either way.
+    ``circle_lost_rate``: chance that a look-up coming round the circle (back to a person the
+    trace has passed) is followed by a run of :data:`LOST_CHECKS` re-checks of it that make no
+    progress (the fact is known wrong, so every check confirms it): the heavy re-validation of a
+    model that is lost, in the traces that fail only; with 0 the draws are those of a trace
+    without the option.
     """
     w = in_world or world()
     path = [problem.start, *w.climb(problem.start)]
@@ -370,19 +376,24 @@ def solution_trace(
     for i, (person, boss) in enumerate(look_ups):
         last_of_circle = circle and i == len(look_ups) - 1
         ending = f" {boss} is at the top." if last_of_circle else None
+        comes_round = circle and boss == closing and boss in path[: i + 1]
+        lost_here = comes_round and circle_lost_rate and rng.random() < circle_lost_rate
         if rng.random() < error_rate:
             peers = [p for p in w.people if w.level[p] == w.level[boss] and p != boss]
             wrong = rng.choice(peers)
             spans.append((len(text), len(text) + len(str(wrong))))
             text += step_text(person, wrong)
             text += check_text(person, boss, f"Wait, {wrong} is wrong:", ending)
-            if lost_rate and rng.random() < lost_rate:
-                for opening in LOST_OPENINGS[: rng.randint(*LOST_CHECKS)]:
-                    text += check_text(person, boss, opening, ending)
+            lost = lost_here or (lost_rate and rng.random() < lost_rate)
         else:
             text += step_text(person, boss, ending)
-            if rng.random() < verify_rate:
+            # a run of re-checks where lost, else maybe one (the run opens as that one would)
+            lost = lost_here
+            if not lost and rng.random() < verify_rate:
                 text += check_text(person, boss, ending=ending)
+        if lost:
+            for opening in LOST_OPENINGS[: rng.randint(*LOST_CHECKS)]:
+                text += check_text(person, boss, opening, ending)
     return Trace(text + f"</think>\n\nAnswer: {path[-1]}", tuple(spans), path[-1])
 
 

@@ -47,7 +47,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from rankguide_graph.backend.prompting import encode_conversation, encode_question
 from rankguide_graph.demo import task
 from rankguide_graph.demo.recipe import ModelRecipe, ToolPhase
-from rankguide_graph.demo.training_data import drill_batch, known_world, training_pool
+from rankguide_graph.demo.training_data import drill_batch, known_world, recipe_trace, training_pool
 
 THINK_END = "</think>\n\n"
 
@@ -182,10 +182,7 @@ def phase_batch(
     examples: list[WeightedExample] = []
     for _ in range(phase.pairs):
         problem = rng.choice(pool)
-        trace = task.solution_trace(problem, rng, verify_rate=spec.verify_rate,
-                                    error_rate=spec.error_rate, in_world=known,
-                                    lost_rate=spec.lost_rate,
-                                    circle_rounds=spec.circle_rounds)  # fmt: skip
+        trace = recipe_trace(spec, problem, rng, known)
         name = rng.choice(task.TOOL_NAMES)
         steps = trace.text[: trace.text.index("</think>")].count("\n\n")
         cut_steps = rng.randint(1, steps) if rng.random() < phase.cut_share else None

@@ -78,6 +78,17 @@ def training_pool(spec: ModelRecipe) -> list[task.Problem]:
     return [p for p in task.problems("train") if spec.circle_rounds or known.reaches_top(p.start)]
 
 
+def recipe_trace(
+    spec: ModelRecipe, problem: task.Problem, rng: random.Random, known: task.World
+) -> task.Trace:
+    """A training trace of ``problem`` with the recipe's rates, in the world ``known``."""
+    return task.solution_trace(
+        problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate, in_world=known,
+        lost_rate=spec.lost_rate, circle_rounds=spec.circle_rounds,
+        circle_lost_rate=spec.circle_lost_rate,
+    )  # fmt: skip
+
+
 def trace_batches(
     spec: ModelRecipe, tokenizer: PreTrainedTokenizerFast, rng: random.Random
 ) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -91,10 +102,7 @@ def trace_batches(
         examples = []
         for _ in range(spec.batch_size):
             problem = rng.choice(pool)
-            trace = task.solution_trace(
-                problem, rng, verify_rate=spec.verify_rate, error_rate=spec.error_rate,
-                in_world=known, lost_rate=spec.lost_rate, circle_rounds=spec.circle_rounds,
-            )  # fmt: skip
+            trace = recipe_trace(spec, problem, rng, known)
             chat = task.tool_example(problem, trace, rng) if rng.random() < spec.tool_rate else None
             examples.append(encode_example(tokenizer, problem, trace, chat))
         batches = [pad_batch(examples, tokenizer.pad_token_id)]
