@@ -17,7 +17,10 @@ shipped recipe); the script sets it to (2, 4), trains the SRM alone beside the s
 (``train-demo --lrm-from``), then runs it alone on the validation split and reads its failures
 (``rankguide_graph.demo.failure_modes``).
 
-    python docs/demo_circle_loops/prototype.py OUT [ERROR_RATE LOST_RATE]   # ~6 min, then ~1 min
+    python docs/demo_circle_loops/prototype.py OUT [ERROR_RATE LOST_RATE [CIRCLE_LOST_RATE]]
+
+(~6 min of training, then ~2 min). ``CIRCLE_LOST_RATE`` sets the recipe field
+``circle_lost_rate``: the share of look-ups coming round a circle followed by 2-4 re-checks.
 """
 
 import sys

@@ -53,8 +53,11 @@ of 21-25 steps, so windows of W = 10 steps exist for every problem, as in the pa
      err). In the SRM's traces only, half the corrections are followed by a run of 2-4 more
      re-checks of the corrected fact that make no progress, each worded differently
      (``lost_rate``, :data:`LOST_CHECKS`, :data:`LOST_OPENINGS`): the habit of a model that has
-     just caught itself wrong. Where the SRM writes corrections on held-out problems, and
-     whether its runs of checks there end, grow, or mark the traces that fail, is measured
+     just caught itself wrong. A recipe with ``circle_lost_rate`` also has the SRM's traces
+     that go round a circle re-check the look-up that comes round, 2-4 times, each check
+     confirming the fact it knows wrong: re-validation without progress where it is lost, in
+     traces that fail only (docs/demo_circle_loops/). Where the SRM writes such runs on
+     held-out problems, and whether they end, grow, or mark the traces that fail, is measured
      (:mod:`rankguide_graph.demo.failure_modes`), not designed.
 
 Tool use (so the pair works inside a LangChain agent): when the prompt offers tools, the answer
