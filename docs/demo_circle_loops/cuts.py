@@ -6,7 +6,7 @@ demo pair's answer is ``Answer: N`` (4 tokens): an answer of more than 10 tokens
 going on with the chain of bosses inside its answer, which is how many cut traces still end
 correct. Taught-wrong problems: chains through a boss the SRM was taught wrong.
 
-    python docs/demo_circle_loops/cuts.py DIR/problems.jsonl
+    python docs/demo_circle_loops/cuts.py DIR/problems.jsonl [DATASET]   # demo-validation, or demo
 """
 
 import json
@@ -17,7 +17,8 @@ from rankguide_graph.demo.pair import demo_problems
 
 CUT = ("max_steps", "max_thinking_tokens", "collapse")
 
-asked = {p.id: task.Problem.from_question(p.problem) for p in demo_problems("demo-validation")}
+dataset = sys.argv[2] if len(sys.argv) > 2 else "demo-validation"
+asked = {p.id: task.Problem.from_question(p.problem) for p in demo_problems(dataset)}
 rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
 for run in dict.fromkeys(r["run"] for r in rows):
     records = [r for r in rows if r["run"] == run]
