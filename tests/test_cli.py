@@ -121,6 +121,20 @@ def test_optional_settings_take_none_and_booleans_are_switches():
                                    "q"])  # fmt: skip
 
 
+def test_answer_stop_takes_one_whole_stop_sequence_per_use():
+    from rankguide_graph.cli import build_parser
+    from rankguide_graph.cli.options import context_from_args
+
+    def parsed(*flags: str) -> RankGuideContext:
+        return context_from_args(build_parser().parse_args(["run", "--srm", "a", "--lrm", "b",
+                                                            *flags, "q"]))  # fmt: skip
+
+    # once split into characters: "END" stopped the answer at any E, N or D
+    assert parsed("--answer-stop", "END").answer_stop == ["END"]
+    assert parsed("--answer-stop", "END", "--answer-stop", "\n\n").answer_stop == ["END", "\n\n"]
+    assert parsed().answer_stop is None
+
+
 def test_compile_is_a_switch_before_the_question(pair_args, capsys):
     from rankguide_graph.cli import build_parser
     from rankguide_graph.cli.options import context_from_args

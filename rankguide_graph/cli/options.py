@@ -47,6 +47,8 @@ def _parser_for(annotation: Any) -> tuple[Any, list[str] | None]:
         return str, [str(c) for c in typing.get_args(base)]
     if base is bool:
         return bool, None  # a switch, see add_context_options
+    if typing.get_origin(base) is list:
+        return base, None  # one item per use of the option, see add_context_options
     if type(None) in typing.get_args(annotation):
         return _or_none(base), None
     return base, None
@@ -75,14 +77,23 @@ def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
         kind: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}
             if convert is bool
+            # a list of strings (answer_stop): one item per use of the option, so
+            # `--answer-stop END` is ["END"], not ["E", "N", "D"]
+            else {"action": "append", "type": str}
+            if typing.get_origin(convert) is list
             else {"type": convert, "choices": choices}
+        )
+        many = (
+            " (repeat the option for more than one)"
+            if "action" in kind and convert is not bool
+            else ""
         )
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             **kind,
             default=argparse.SUPPRESS,
-            help=f"{docs.get(f.name, '')} (default: {f.default})",
+            help=f"{docs.get(f.name, '')}{many} (default: {f.default})",
         )
 
 
