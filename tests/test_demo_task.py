@@ -89,13 +89,10 @@ def test_the_srm_is_taught_four_bosses_wrong_and_goes_round_a_circle_there_maybe
         assert all(f"boss of {circle[-1]} = {closing}." in s for s in run)  # no progress
     checks = sum(s.startswith("Wait") for s in lost_steps)
     assert 2 * task.LOST_CHECKS[0] <= checks <= 2 * task.LOST_CHECKS[1]
-    # ... and with the rate 0, or a chain that reaches the top, the draws are unchanged
+    # ... and a chain that reaches the top draws the same numbers with it: the same trace
     for seed in range(5):
         args = {"verify_rate": 0.4, "error_rate": 0.2, "in_world": srm, "lost_rate": 0.5}
         rounds = {"circle_rounds": (2, 4)}
-        assert task.solution_trace(problem, random.Random(seed), **args, **rounds,
-                                   circle_lost_rate=0.0) == task.solution_trace(
-            problem, random.Random(seed), **args, **rounds)  # fmt: skip
         assert task.solution_trace(reaching, random.Random(seed), **args, **rounds,
                                    circle_lost_rate=1.0) == task.solution_trace(
             reaching, random.Random(seed), **args)  # fmt: skip
