@@ -57,20 +57,36 @@ def grid_argument(policy, point):
     return f"{policy}:" + ";".join(f"{k}={v}" for k, v in point["full"].items())
 
 
-if __name__ == "__main__":
-    rows = json.load(open(sys.argv[1]))
-    settings_path = sys.argv[2]
+def apply_rule(rule, sweep, settings_path, grids_path, *, each_once=False):
+    """Apply ``rule`` to each policy of the sweep and write the settings and the grids.
+
+    ``rule(points, lrm)`` names a policy's points, the chosen one first, as ``(name, point)``
+    pairs; each is printed and written to ``grids_path`` as a --grid argument (``each_once``:
+    an argument already written is not written again), and the chosen points' settings go into
+    the context of ``settings_path``.
+    """
+    rows = json.load(open(sweep))
     s = json.load(open(settings_path))
     ctx = s["context"]
     lrm = lrm_latency(rows)
     chosen, grids = {}, []
     for policy in POLICIES:
-        points = sweep_points(rows, policy, ctx, lrm)
-        first = best(points, lrm, below=True)
-        fast = best(points, FAST * lrm)
-        chosen.update(first["full"])
-        grids += [grid_argument(policy, first), grid_argument(policy, fast)]
-        print("chosen", policy, first["full"], "fast end", fast["full"])
+        named = rule(sweep_points(rows, policy, ctx, lrm), lrm)
+        chosen.update(named[0][1]["full"])
+        for _, point in named:
+            if not (each_once and grid_argument(policy, point) in grids):
+                grids.append(grid_argument(policy, point))
+        others = [x for name, point in named[1:] for x in (name, point["full"])]
+        print("chosen", policy, named[0][1]["full"], *others)
     ctx.update(chosen)
     open(settings_path, "w").write(json.dumps(s, indent=2) + "\n")
-    open(sys.argv[3], "w").write("\n".join(grids) + "\n")
+    open(grids_path, "w").write("\n".join(grids) + "\n")
+
+
+def below_lrm_and_fast_end(points, lrm):
+    """The rule here: the most accurate point below LRM-only's latency, and the fast end."""
+    return [("chosen", best(points, lrm, below=True)), ("fast end", best(points, FAST * lrm))]
+
+
+if __name__ == "__main__":
+    apply_rule(below_lrm_and_fast_end, *sys.argv[1:4])
