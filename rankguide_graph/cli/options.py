@@ -73,27 +73,24 @@ def add_context_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
         if f.name in skip:
             continue
         convert, choices = _parser_for(hints[f.name])
+        # a list of strings (answer_stop): one item per use of the option, so
+        # `--answer-stop END` is ["END"], not ["E", "N", "D"]
+        many = typing.get_origin(convert) is list
         # A switch (--compile / --no-compile): an optional value would swallow the question.
         kind: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}
             if convert is bool
-            # a list of strings (answer_stop): one item per use of the option, so
-            # `--answer-stop END` is ["END"], not ["E", "N", "D"]
             else {"action": "append", "type": str}
-            if typing.get_origin(convert) is list
+            if many
             else {"type": convert, "choices": choices}
         )
-        many = (
-            " (repeat the option for more than one)"
-            if "action" in kind and convert is not bool
-            else ""
-        )
+        repeat = " (repeat the option for more than one)" if many else ""
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             **kind,
             default=argparse.SUPPRESS,
-            help=f"{docs.get(f.name, '')}{many} (default: {f.default})",
+            help=f"{docs.get(f.name, '')}{repeat} (default: {f.default})",
         )
 
 
