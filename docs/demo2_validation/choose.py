@@ -49,6 +49,14 @@ def best(points, limit, *, below=False):
     Ties: the faster.
     """
     within = [p for p in points if (p["latency_s"] < limit if below else p["latency_s"] <= limit)]
+    if not within:
+        fastest = min(points, key=lambda r: r["latency_s"])
+        raise SystemExit(
+            f"choose.py: no {fastest['policy']} point of the sweep has a mean latency "
+            f"{'below' if below else 'at most'} {limit:.2f} s; its fastest, "
+            f"{grid_argument(fastest['policy'], fastest)}, took {fastest['latency_s']:.2f} s: "
+            "add faster points to its grid (--grid) and sweep again"
+        )
     return min(within, key=lambda r: (-r["accuracy"], r["latency_s"]))
 
 
