@@ -15,12 +15,12 @@ from rankguide_graph.backend import LoadedModel, encode_question, load_causal_lm
 from rankguide_graph.cli import main
 from rankguide_graph.errors import ConfigError, TokenizerMismatchError
 from rankguide_graph.evaluation.datasets import Problem
+from rankguide_graph.r2r.continuations import BatchedContinuer, Continuer
 from rankguide_graph.r2r.labelling import (
     FORMAT,
     Divergence,
     Verifier,
     VerifierError,
-    _Continuer,
     exact_divergent,
     exact_verifier,
     label_problems,
@@ -63,7 +63,7 @@ def pair(model_dir, problems):
     lrm = load_causal_lm(model_dir)
     srm = load_causal_lm(model_dir)  # the same weights: it agrees everywhere unless forced
     prompts = [encode_question(lrm.tokenizer, p.problem) for p in problems]
-    continuer = _Continuer(lrm)
+    continuer = Continuer(lrm)
     responses = [continuer.generate(p, MAX_NEW) for p in prompts]
     forced: dict[tuple[int, int], int] = {}
     for k, positions in FORCED.items():
@@ -232,6 +232,50 @@ def test_exact_scope_continues_to_the_end(pair, problems, tmp_path):
         assert case.position + len(case.srm_ids) == MAX_NEW or case.srm_ids[-1] == 2
 
 
+@pytest.mark.parametrize("scope", ["sentence", "answer"])
+def test_batched_continuations_equal_one_after_another(pair, problems, tmp_path, scope):
+    """Greedy, the continuations and every shard are the same at batch 1 (the unbatched path,
+    one cache) and batch 4 (four rows of the LRM's batch scheduler, four threads)."""
+    srm, lrm, prompts, _, forced = pair
+    runs = {}
+    for batch in (1, 4):
+        seen: list[Divergence] = []
+        out = tmp_path / f"batch{batch}"
+        label_problems(
+            srm, lrm, problems, prompts, fake_verifier(seen, scope=scope), out,
+            max_new_tokens=MAX_NEW, sentence_tokens=6, batch=batch, progress=False,
+        )  # fmt: skip
+        shards = [load_file(str(f)) for f in sorted(out.glob("shard-*.safetensors"))]
+        runs[batch] = ([(c.position, c.lrm_ids, c.srm_ids) for c in seen], shards)
+    assert len(runs[1][0]) == len(forced)
+    assert runs[4][0] == runs[1][0]
+    assert len(runs[4][1]) == len(runs[1][1]) == 1
+    one, batched = runs[1][1][0], runs[4][1][0]
+    assert one.keys() == batched.keys()
+    assert all(torch.equal(one[key], batched[key]) for key in one)
+
+
+def test_batched_continuer_refills_rows_and_keeps_the_jobs_order(pair):
+    """More jobs than rows, of different budgets and scopes, some ending at once: the same
+    continuations as one after another, in the jobs' order; the rows' decode steps shared."""
+    _, lrm, prompts, responses, _ = pair
+    eos = 2
+    jobs = [
+        (prompts[k] + responses[k][:i], 10 + i, scope, budget)
+        for k, i, scope, budget in [
+            (0, 1, "answer", 8), (0, 4, "sentence", 6), (1, 2, "answer", 12), (0, 9, "answer", 1),
+            (1, 5, "sentence", 3), (0, 3, "answer", 10), (1, 0, "answer", 8),
+        ]
+    ]  # fmt: skip
+    jobs.append((prompts[0], eos, "answer", 8))  # ends at its first token
+    expected = Continuer(lrm).continue_all(jobs)
+    batched = BatchedContinuer(lrm, 3)
+    assert batched.continue_all(jobs) == expected
+    assert batched.passes > 0 and batched.rows_decoded > batched.passes  # rows shared passes
+    assert batched.continue_all(jobs[::-1]) == expected[::-1]  # rows reused with their prefixes
+    assert [len(c) for c in expected][3] == 1 and expected[-1] == [eos]
+
+
 def test_bad_input(pair, problems, tmp_path, tokenizer):
     srm, lrm, prompts, _, _ = pair
     data = tmp_path / "data.jsonl"
@@ -263,6 +307,9 @@ def test_bad_input(pair, problems, tmp_path, tokenizer):
         label_problems(
             srm, lrm, problems, prompts, fake_verifier([]), blocker / "sub", progress=False
         )
+    with pytest.raises(ConfigError, match=r"batch \(=0\) must be an int >= 1"):
+        label_problems(srm, lrm, problems, prompts, fake_verifier([]), tmp_path / "o3", batch=0)
+    assert not (tmp_path / "o3").exists()
 
 
 def test_server_verifier_retries_then_fails():

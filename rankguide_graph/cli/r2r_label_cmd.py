@@ -16,6 +16,7 @@ import argparse
 from typing import Any
 
 from rankguide_graph.errors import ConfigError
+from rankguide_graph.r2r.labelling import BATCH
 
 
 def register(commands: Any) -> None:
@@ -57,6 +58,13 @@ def register(commands: Any) -> None:
         "--sentence-tokens", type=int, default=64, help="longest sentence continuation (model)"
     )
     parser.add_argument("--shard-problems", type=int, default=8, help="problems per shard")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH,
+        help=f"LRM continuations run at once, sharing forward passes (default {BATCH}; "
+        "1: one after another on one cache)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use the first N problems only")
     parser.add_argument("--resume", action="store_true", help="go on with the labels in --out")
     parser.add_argument(
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             sentence_tokens=args.sentence_tokens,
             shard_problems=args.shard_problems,
+            batch=args.batch,
             resume=args.resume,
             progress=not args.no_progress,
         )

@@ -28,9 +28,11 @@ Verifiers (:func:`exact_verifier`, :func:`model_verifier`, or any :class:`Verifi
   OpenAI-compatible server).
 
 What is batched: the SRM side is one forward pass per problem over every position; the
-verifier's judge gets all the different positions of a problem in one call. The LRM's
-continuations run one after another on one KV cache that keeps the common prefix (the cache is
-rolled back to the divergence point, so each continuation costs only its own tokens plus one).
+verifier's judge gets all the different positions of a problem in one call; the LRM's
+continuations of a problem run ``batch`` at a time (default :data:`BATCH`), their decode steps
+sharing passes (:class:`~rankguide_graph.r2r.continuations.BatchedContinuer`); ``batch=1`` writes
+them one after another on one cache (:class:`~rankguide_graph.r2r.continuations.Continuer`).
+Greedy, the labels are the same either way (tested).
 
 Storage (:class:`LabelWriter`, format ``rankguide-r2r-labels/1``): ``labels.json`` and shards
 ``shard-NNNNN.safetensors`` holding ``hidden`` (N, d) float16, ``topk_logits`` (N, k) float16
@@ -49,7 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -63,10 +65,15 @@ from rankguide_graph.backend import (
     check_same_tokenizer,
     encode_question,
 )
-from rankguide_graph.backend.runner import common_prefix
 from rankguide_graph.errors import ConfigError, RankGuideError
 from rankguide_graph.evaluation.datasets import PROBLEM_KEYS, Problem
 from rankguide_graph.evaluation.grading import is_correct
+from rankguide_graph.r2r.continuations import (
+    BatchedContinuer,
+    Continuer,
+    Scope,
+    sentence_end_ids,
+)
 from rankguide_graph.r2r.labels_io import LABELS_FORMAT, write_label_meta, write_label_shard
 
 __all__ = [
@@ -89,8 +96,8 @@ __all__ = [
 
 FORMAT = LABELS_FORMAT
 TOP_K = 100
-SENTENCE_ENDS = (".", "!", "?")
-Scope = Literal["answer", "sentence"]
+BATCH = 8
+"""LRM continuations run at once by default (``rankguide r2r-label --batch``)."""
 
 
 class VerifierError(RankGuideError):
@@ -344,18 +351,6 @@ def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
     return str(tokenizer.decode(list(ids), skip_special_tokens=True))
 
 
-def sentence_end_ids(tokenizer: Any) -> frozenset[int]:
-    """Ids whose text ends a sentence: ends with ``.``/``!``/``?`` or holds a newline."""
-    from rankguide_graph.backend.stopping import token_texts
-
-    ends = set()
-    for i, text in enumerate(token_texts(tokenizer)):
-        stripped = text.rstrip(" \t")
-        if "\n" in text or stripped.endswith(SENTENCE_ENDS):
-            ends.add(i)
-    return frozenset(ends)
-
-
 @torch.inference_mode()
 def srm_outputs(srm: LoadedModel, sequence: Sequence[int], start: int, top_k: int) -> tuple:
     """One SRM pass: greedy tokens, hidden states and top-k logits at positions ``start-1..``.
@@ -373,66 +368,9 @@ def srm_outputs(srm: LoadedModel, sequence: Sequence[int], start: int, top_k: in
     return greedy.cpu(), hidden.to(torch.float16).cpu(), topk.to(torch.float16).cpu()
 
 
-class _Continuer:
-    """Greedy LRM continuations over one cache that keeps the prefix shared with the last one."""
-
-    def __init__(self, lrm: LoadedModel) -> None:
-        self.runner = ModelRunner(lrm)
-        self.rule = StepStopRule.for_tokenizer(lrm.tokenizer)
-        self.sampler = TokenSampler(SamplingConfig())
-        self.sentence_ends = sentence_end_ids(lrm.tokenizer)
-        self.sequence: list[int] = []
-        """The sequence whose prefix the cache holds."""
-
-    def generate(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """The reference response: greedy to EOS or ``max_new_tokens``."""
-        self.runner.reset(len(prompt) + 2 * max_new_tokens + 2)
-        self.runner.feed(prompt)
-        tokens, _ = self.runner.decode(
-            self.sampler, self.rule.tracker(at_delimiter=False), max_new_tokens
-        )
-        self.sequence = prompt + tokens
-        return tokens
-
-    def ends(self, token: int, scope: Scope) -> bool:
-        """Whether a continuation ends with ``token``."""
-        if token in self.rule.eos_ids:
-            return True
-        return scope == "sentence" and (
-            token in self.sentence_ends or token in self.rule.stop_ids()
-        )
-
-    def own(self, response: list[int], position: int, scope: Scope, budget: int) -> list[int]:
-        """The LRM's continuation from its own token: the reference response from there on."""
-        out = []
-        for token in response[position:]:
-            out.append(token)
-            if self.ends(token, scope) or len(out) >= budget:
-                break
-        return out
-
-    def after(self, prefix: list[int], token: int, scope: Scope, budget: int) -> list[int]:
-        """The LRM's greedy continuation of ``prefix + [token]`` (``token`` first in it)."""
-        if self.ends(token, scope) or budget <= 1:
-            return [token]
-        sequence = [*prefix, token]
-        keep = common_prefix(self.sequence, sequence)
-        self.runner.truncate(keep)
-        self.runner.feed(sequence[self.runner.cached_len :])
-        ends = self.sentence_ends
-
-        def on_token(t: int) -> bool:
-            return scope == "sentence" and t in ends
-
-        tracker = self.rule.tracker(at_delimiter=scope == "sentence")
-        tokens, _ = self.runner.decode(self.sampler, tracker, budget - 1, on_token)
-        self.sequence = sequence + tokens
-        return [token, *tokens]
-
-
 def label_problem(
     srm: LoadedModel,
-    continuer: _Continuer,
+    continuer: Continuer | BatchedContinuer,
     problem: Problem,
     prompt: list[int],
     verifier: Verifier,
@@ -447,11 +385,16 @@ def label_problem(
     greedy, hidden, topk = srm_outputs(srm, prompt + response, len(prompt), top_k)
     lrm_tokens = torch.tensor(response, dtype=torch.long)
     different = [int(i) for i in torch.nonzero(greedy != lrm_tokens).flatten()]
+    scope = verifier.scope
+    budgets = [max_new_tokens - i if scope == "answer" else sentence_tokens for i in different]
+    jobs = [
+        (prompt + response[:i], int(greedy[i]), scope, budget)
+        for i, budget in zip(different, budgets, strict=True)
+    ]
+    alts = continuer.continue_all(jobs)
     cases = []
-    for i in different:
-        budget = max_new_tokens - i if verifier.scope == "answer" else sentence_tokens
-        own = continuer.own(response, i, verifier.scope, budget)
-        alt = continuer.after(prompt + response[:i], int(greedy[i]), verifier.scope, budget)
+    for i, budget, alt in zip(different, budgets, alts, strict=True):
+        own = continuer.own(response, i, scope, budget)
         prefix = response[:i]
         cases.append(
             Divergence(
@@ -636,13 +579,15 @@ def label_problems(
     max_new_tokens: int = 512,
     sentence_tokens: int = 64,
     shard_problems: int = 8,
+    batch: int = BATCH,
     resume: bool = False,
     progress: bool = True,
 ) -> LabelCounts:
     """Label ``problems`` (prompts already encoded) into the directory ``out``; its counts.
 
-    Problems ``0..k-1`` recorded in ``out`` are skipped with ``resume``. Raises
-    :class:`ConfigError` for bad settings or a non-empty ``out`` without ``resume``.
+    ``batch`` LRM continuations run at once (module docstring; 1: one after another). Problems
+    ``0..k-1`` recorded in ``out`` are skipped with ``resume``. Raises :class:`ConfigError` for
+    bad settings or a non-empty ``out`` without ``resume``.
     """
     if len(prompts) != len(problems):
         raise ValueError(f"{len(prompts)} prompts for {len(problems)} problems")
@@ -650,6 +595,7 @@ def label_problems(
         ("max_new_tokens", max_new_tokens),
         ("sentence_tokens", sentence_tokens),
         ("shard_problems", shard_problems),
+        ("batch", batch),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} (={value!r}) must be an int >= 1")
@@ -678,8 +624,29 @@ def label_problems(
         verifier=verifier.name,
         resume=resume,
     )
+    continuer = Continuer(lrm) if batch == 1 else BatchedContinuer(lrm, batch)
+    return _label_into(
+        writer, srm, continuer, problems, prompts, verifier,
+        max_new_tokens=max_new_tokens, sentence_tokens=sentence_tokens,
+        shard_problems=shard_problems, progress=progress,
+    )  # fmt: skip
+
+
+def _label_into(
+    writer: LabelWriter,
+    srm: LoadedModel,
+    continuer: Continuer | BatchedContinuer,
+    problems: Sequence[Problem],
+    prompts: Sequence[list[int]],
+    verifier: Verifier,
+    *,
+    max_new_tokens: int,
+    sentence_tokens: int,
+    shard_problems: int,
+    progress: bool,
+) -> LabelCounts:
+    """The loop of :func:`label_problems`: each problem not in ``writer`` yet, shard by shard."""
     start = writer.counts.problems
-    continuer = _Continuer(lrm)
     pending: list[tuple[int, ProblemLabels]] = []
     todo: Iterable[int] = range(start, len(problems))
     bar = tqdm(
