@@ -42,6 +42,8 @@ bench: venv
 	$(PY) benchmarks/bench_remote_lrm.py
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_batch.py
+	$(PY) benchmarks/bench_r2r_label.py
+	$(PY) benchmarks/bench_threads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
