@@ -343,6 +343,9 @@ def test_cli(model_dir, tmp_path, capsys):
     data.write_text('{"problem": "2 + 3?"}\n')
     assert main([*args, "--out", str(tmp_path / "new")]) == 2
     assert "exact verifier grades final answers" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b0"), "--batch", "0"]) == 2
+    assert "--batch (=0) must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "b0").exists()
 
 
 def test_server_verifier_with_a_fake_server():

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit (={args.limit}) must be >= 1 (or left out for every problem)")
+    if args.batch < 1:
+        raise ConfigError(
+            f"--batch (={args.batch}) must be >= 1 (1: one continuation after another)"
+        )
     if args.verifier == "model" and not args.verifier_model:
         raise ConfigError("--verifier model needs --verifier-model PATH_OR_URL")
     check_out(args.out, resume=args.resume)
