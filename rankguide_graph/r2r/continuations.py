@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -43,7 +43,7 @@ from rankguide_graph.backend import (
 from rankguide_graph.backend.batch_pass import RowInput, forward_rows
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.runner import common_prefix
-from rankguide_graph.backend.scheduler import uses_sliding_window
+from rankguide_graph.backend.scheduler import model_lock, uses_sliding_window
 from rankguide_graph.backend.slot_cache import SlotCache
 from rankguide_graph.backend.stopping import StepStopTracker, step_end, token_texts
 
@@ -150,7 +150,7 @@ class _Active:
     on_token: Any
     pending: int = -1
     """The sampled token the next decode pass feeds."""
-    done: bool = field(default=False)
+    done: bool = False
 
 
 class BatchedContinuer:
@@ -250,4 +250,6 @@ class BatchedContinuer:
         run.pending = token
 
     def _forward(self, inputs: list[RowInput]) -> list[Any]:
-        return forward_rows(self.model, self._keyword, self.slots, inputs, self._pad)
+        """One pass over ``inputs`` (under the model's lock: a scheduler may share the model)."""
+        with model_lock(self.model):
+            return forward_rows(self.model, self._keyword, self.slots, inputs, self._pad)
