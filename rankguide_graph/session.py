@@ -51,7 +51,7 @@ from rankguide_graph.backend.remote import (
     is_remote,
     resolve_api_key,
 )
-from rankguide_graph.backend.scheduler import BatchScheduler
+from rankguide_graph.backend.scheduler import BatchScheduler, PassThread
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import ConfigError
 from rankguide_graph.policies.base import RoutingPolicy
@@ -87,6 +87,8 @@ class ModelPool:
         self._models: dict[tuple[str, str | None, str | None], LoadedModel] = {}
         self._pairs: dict[tuple[object, ...], ModelPair] = {}
         self._schedulers: dict[int, BatchScheduler] = {}
+        self._cpu_thread: PassThread | None = None
+        """The pass thread the CPU models' schedulers share."""
         self._lock = threading.Lock()
         self.slots = slots
         """Runs decoded at once per model; more wait for a row (:meth:`reserve` raises it)."""
@@ -108,11 +110,22 @@ class ModelPool:
                 scheduler.slots.slots = max(scheduler.slots.slots, self.slots)
 
     def scheduler(self, loaded: LoadedModel) -> BatchScheduler:
-        """The batch scheduler of ``loaded`` (one per loaded model, started on first use)."""
+        """The batch scheduler of ``loaded`` (one per loaded model, started on first use).
+
+        The schedulers of models on the CPU share one pass thread (a second thread running
+        passes makes every CPU pass about 3x slower: :class:`~rankguide_graph.backend.scheduler.
+        PassThread`); each model on a GPU has its own.
+        """
         with self._lock:
             found = self._schedulers.get(id(loaded))
             if found is None or found.loaded is not loaded:
-                found = self._schedulers[id(loaded)] = BatchScheduler(loaded, self.slots)
+                thread = None
+                if loaded.device.type == "cpu":
+                    if self._cpu_thread is None or self._cpu_thread.finished:
+                        self._cpu_thread = PassThread("rankguide-batch-cpu")
+                    thread = self._cpu_thread
+                found = BatchScheduler(loaded, self.slots, thread)
+                self._schedulers[id(loaded)] = found
             return found
 
     def schedulers(self) -> list[BatchScheduler]:
@@ -178,6 +191,7 @@ class ModelPool:
             for scheduler in self._schedulers.values():
                 scheduler.close()
             self._schedulers.clear()
+            self._cpu_thread = None
 
 
 POOL = ModelPool()

@@ -22,7 +22,7 @@ from rankguide_graph.backend.batch_pass import RowInput, forward_rows
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.layers import decoder_layers
 from rankguide_graph.backend.sampling import TokenSampler
-from rankguide_graph.backend.scheduler import BatchScheduler
+from rankguide_graph.backend.scheduler import BatchScheduler, PassThread
 from rankguide_graph.backend.slot_cache import SlotCache
 from rankguide_graph.context import RankGuideContext
 from rankguide_graph.errors import RunCancelled
@@ -112,6 +112,53 @@ def test_runs_batched_together_write_what_they_write_alone(loaded_pairs, arch):
     assert scheduler.rows_decoded > scheduler.passes  # some passes decoded several runs
     assert scheduler.slots.rows_in_use == 0
     scheduler.close()
+
+
+def test_two_models_on_one_pass_thread_write_what_they_write_alone(llama_pair):
+    """The SRM's and the LRM's schedulers on one shared thread (the pool's CPU layout): runs on
+    both models at once write what they write alone; one thread ran every pass."""
+    thread = PassThread("test-shared")
+    schedulers = {m: BatchScheduler(llama_pair[m], slots=4, thread=thread) for m in ("srm", "lrm")}
+    alone = {
+        m: [_steps(ModelRunner(llama_pair[m]), p, 2, 12) for p in PROMPTS[:3]] for m in schedulers
+    }
+    passed_on: set[str] = set()
+    for scheduler in schedulers.values():
+        forward = scheduler._rows
+        scheduler._rows = lambda inputs, f=forward: (  # type: ignore[method-assign]
+            passed_on.add(threading.current_thread().name) or f(inputs)
+        )
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            m: pool.submit(
+                _batched, schedulers[m], llama_pair[m],
+                [lambda r, p=p: _steps(r, p, 2, 12) for p in PROMPTS[:3]],
+            )
+            for m in schedulers
+        }  # fmt: skip
+        batched = {m: f.result() for m, f in futures.items()}
+    for m in schedulers:
+        for a, b in zip(alone[m], batched[m], strict=True):
+            _check_same_or_near_tie(a, b)
+        assert schedulers[m].rows_decoded > schedulers[m].passes
+    assert passed_on == {"test-shared"}
+    schedulers["srm"].close(wait_s=5)
+    assert thread.thread is not None and thread.thread.is_alive()  # the LRM's is still open
+    schedulers["lrm"].close(wait_s=5)
+    assert not thread.thread.is_alive()
+
+
+def test_the_pool_puts_its_cpu_models_on_one_pass_thread(llama_pair):
+    from rankguide_graph.session import ModelPool
+
+    pool = ModelPool()
+    srm, lrm = pool.scheduler(llama_pair["srm"]), pool.scheduler(llama_pair["lrm"])
+    assert srm.pass_thread is lrm.pass_thread
+    assert pool.scheduler(llama_pair["srm"]) is srm
+    pool.clear()
+    again = pool.scheduler(llama_pair["srm"])
+    assert again is not srm and again.pass_thread is not srm.pass_thread  # a new thread
+    pool.clear()
 
 
 def test_a_single_run_on_the_scheduler_is_the_run_alone_exactly(llama_pair):

@@ -1,4 +1,4 @@
-"""Continuous batching across runs: one thread per loaded model runs every forward pass of it.
+"""Continuous batching across runs: one thread runs every forward pass of a loaded model.
 
 Concurrent runs (graph runs in threads: ``ChatRankGuide.batch``, ``rankguide serve``'s workers,
 ``rankguide eval --concurrency``) hand their model work to the model's :class:`BatchScheduler`
@@ -21,6 +21,11 @@ pass with a single run is the path of a run alone (exact views, the model's own 
 concurrency 1 the output is bit for bit that of an unbatched run. With several runs the
 attention runs over a padded view with an explicit mask; fp32 kernels then round differently in
 the last bits, which can flip a greedy token only at a near-tie of the two top logits (tests).
+
+The thread is a :class:`PassThread`. By default each scheduler has its own; several models'
+schedulers may share one, which then gives each a turn in order (the model pool does this for
+every model on the CPU, where passes from two threads cost about 3x as much: see
+:class:`PassThread`).
 
 A batched pass that raises (a bad input of one run) is retried one run at a time, so only the run
 whose pass fails gets the error. The thread takes :func:`model_lock` around every pass: code that
@@ -126,11 +131,63 @@ FEED_WIDTHS = (4, 16, 64)
 alone (right padding to a long neighbour would cost more than the shared pass saves)."""
 
 
+class PassThread:
+    """The thread that runs the passes of one scheduler, or of several models' schedulers.
+
+    Each turn it gives every scheduler on it one turn (its exclusive work, its feeds, one decode
+    pass), so the models' passes alternate. One per model by default; the model pool puts every
+    CPU model's scheduler on one shared thread: on a CPU torch runs each thread's passes on that
+    thread's own OpenMP team, and once two threads have run passes every small pass costs about
+    3x as much on a 2-core machine (``benchmarks/bench_threads.py``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cond = threading.Condition()
+        """Guards every scheduler's queues on this thread; notified when work arrives."""
+        self.schedulers: list[BatchScheduler] = []
+        self.thread: threading.Thread | None = None
+        self.torch_threads = torch.get_num_threads()
+        """The creating thread's intra-op thread count, used by this thread too."""
+
+    def add(self, scheduler: BatchScheduler) -> None:
+        """Run ``scheduler``'s passes on this thread."""
+        with self.cond:
+            self.schedulers.append(scheduler)
+
+    def start(self) -> None:
+        """Start the thread if it is not running (called with ``cond`` held)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self.thread.start()
+
+    @property
+    def finished(self) -> bool:
+        """Whether every scheduler on the thread is closed (the thread then ends when idle)."""
+        return all(s.closed for s in self.schedulers)
+
+    def _loop(self) -> None:
+        torch.set_num_threads(self.torch_threads)  # the thread count is per thread (OpenMP)
+        while True:
+            with self.cond:
+                while not any(s.has_work() for s in self.schedulers):
+                    if self.finished:
+                        return
+                    self.cond.wait()
+                schedulers = list(self.schedulers)
+            for scheduler in schedulers:
+                scheduler.turn()
+
+
 class BatchScheduler:
     """Runs every forward pass of one model; batches the decode steps of concurrent runs."""
 
-    def __init__(self, loaded: LoadedModel, slots: int) -> None:
-        """Serve up to ``slots`` runs at once (rows of the slot cache)."""
+    def __init__(self, loaded: LoadedModel, slots: int, thread: PassThread | None = None) -> None:
+        """Serve up to ``slots`` runs at once (rows of the slot cache).
+
+        ``thread``: the :class:`PassThread` to run on (shared with other models' schedulers);
+        by default one of its own.
+        """
         self.loaded = loaded
         self.slots = SlotCache(loaded.model, slots)
         self.lock = model_lock(loaded.model)
@@ -142,20 +199,20 @@ class BatchScheduler:
         self.batchable = not uses_sliding_window(loaded.model.config.get_text_config())
         """Whether runs share passes: a model with sliding-window layers runs each run's pass
         alone (one batched mask cannot carry a per-layer window), still on this thread."""
-        self._cond = threading.Condition()
+        self.pass_thread = thread or PassThread(f"rankguide-batch-{loaded.name}")
+        self._cond = self.pass_thread.cond
         self._exclusive: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._feeding: list[FeedJob] = []
         self._joining: list[DecodeJob] = []
         self._decoding: list[DecodeJob] = []
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._torch_threads = torch.get_num_threads()
+        self.closed = False
+        self.pass_thread.add(self)
         _LIVE.add(self)
 
     # -- what runs submit -----------------------------------------------------------------------
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (one run's pass) on the scheduler thread between decode passes."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self.pass_thread.thread:
             return fn()
         future: Future[T] = Future()
         with self._cond:
@@ -184,12 +241,17 @@ class BatchScheduler:
         _await(job.future, cancel=cancel.set)
 
     def close(self, wait_s: float | None = None) -> None:
-        """Stop the thread once the work already submitted is done (waiting up to ``wait_s``)."""
+        """Take no more work (waiting up to ``wait_s`` for the thread to stop).
+
+        The thread stops once the work already submitted is done and every scheduler on it is
+        closed.
+        """
         with self._cond:
-            self._closed = True
+            self.closed = True
             self._cond.notify()
-        thread = self._thread
-        if wait_s is not None and thread is not None and thread is not threading.current_thread():
+            finished = self.pass_thread.finished
+        thread = self.pass_thread.thread
+        if wait_s is not None and finished and thread not in (None, threading.current_thread()):
             thread.join(wait_s)
 
     @property
@@ -209,35 +271,31 @@ class BatchScheduler:
 
     # -- the scheduler thread -------------------------------------------------------------------
     def _start_thread(self) -> None:
-        if self._closed:
+        if self.closed:
             raise RuntimeError(
                 f"the batch scheduler of {self.loaded.name!r} was closed (ModelPool.clear()): "
                 "load the pair again for new runs"
             )
-        if self._thread is None:
-            name = f"rankguide-batch-{self.loaded.name}"
-            self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-            self._thread.start()
+        self.pass_thread.start()
 
-    def _loop(self) -> None:
-        torch.set_num_threads(self._torch_threads)  # the thread count is per thread (OpenMP)
-        while True:
-            with self._cond:
-                while not (self._exclusive or self._feeding or self._joining or self._decoding):
-                    if self._closed:
-                        return
-                    self._cond.wait()
-                exclusive, self._exclusive = self._exclusive, []
-                feeding, self._feeding = self._feeding, []
-                joining, self._joining = self._joining, []
-            for fn, future in exclusive:
-                if future.set_running_or_notify_cancel():
-                    _resolve(future, fn, self.lock)
-            for group in _feed_groups(feeding) if self.batchable else [[j] for j in feeding]:
-                self._feed_pass(group)
-            self._decoding += [job for job in joining if job.step(job.logits, job.hidden)]
-            if self._decoding:
-                self._decode_pass()
+    def has_work(self) -> bool:
+        """Whether work is pending or decoding (called with ``_cond`` held)."""
+        return bool(self._exclusive or self._feeding or self._joining or self._decoding)
+
+    def turn(self) -> None:
+        """One turn on the pass thread: exclusive work, the feeds, then one decode pass."""
+        with self._cond:
+            exclusive, self._exclusive = self._exclusive, []
+            feeding, self._feeding = self._feeding, []
+            joining, self._joining = self._joining, []
+        for fn, future in exclusive:
+            if future.set_running_or_notify_cancel():
+                _resolve(future, fn, self.lock)
+        for group in _feed_groups(feeding) if self.batchable else [[j] for j in feeding]:
+            self._feed_pass(group)
+        self._decoding += [job for job in joining if job.step(job.logits, job.hidden)]
+        if self._decoding:
+            self._decode_pass()
 
     def _decode_pass(self) -> None:
         """Feed every active step its sampled token in one pass; advance them on the logits."""
