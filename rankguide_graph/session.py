@@ -89,6 +89,9 @@ class ModelPool:
         self._schedulers: dict[int, BatchScheduler] = {}
         self._cpu_thread: PassThread | None = None
         """The pass thread the CPU models' schedulers share."""
+        self.share_cpu_thread = True
+        """Whether schedulers made from now on for CPU models share one pass thread (``False``:
+        one thread per model, as on a GPU; ``benchmarks/bench_threads.py`` compares the two)."""
         self._lock = threading.Lock()
         self.slots = slots
         """Runs decoded at once per model; more wait for a row (:meth:`reserve` raises it)."""
@@ -120,7 +123,7 @@ class ModelPool:
             found = self._schedulers.get(id(loaded))
             if found is None or found.loaded is not loaded:
                 thread = None
-                if loaded.device.type == "cpu":
+                if loaded.device.type == "cpu" and self.share_cpu_thread:
                     if self._cpu_thread is None or self._cpu_thread.finished:
                         self._cpu_thread = PassThread("rankguide-batch-cpu")
                     thread = self._cpu_thread
