@@ -142,10 +142,16 @@ def test_two_models_on_one_pass_thread_write_what_they_write_alone(llama_pair):
             _check_same_or_near_tie(a, b)
         assert schedulers[m].rows_decoded > schedulers[m].passes
     assert passed_on == {"test-shared"}
+    running = thread.thread
     schedulers["srm"].close(wait_s=5)
-    assert thread.thread is not None and thread.thread.is_alive()  # the LRM's is still open
+    assert running is not None and running.is_alive()  # the LRM's is still open
     schedulers["lrm"].close(wait_s=5)
-    assert not thread.thread.is_alive()
+    assert not running.is_alive() and thread.thread is None
+    # A scheduler added to the thread after it ended starts it again.
+    later = BatchScheduler(llama_pair["srm"], slots=2, thread=thread)
+    (again,) = _batched(later, llama_pair["srm"], [lambda r: _steps(r, PROMPTS[0], 2, 12)])
+    assert again[0] == alone["srm"][0][0]
+    later.close(wait_s=5)
 
 
 def test_the_pool_puts_its_cpu_models_on_one_pass_thread(llama_pair):

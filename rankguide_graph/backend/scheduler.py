@@ -156,7 +156,11 @@ class PassThread:
             self.schedulers.append(scheduler)
 
     def start(self) -> None:
-        """Start the thread if it is not running (called with ``cond`` held)."""
+        """Start the thread if it is not running (called with ``cond`` held).
+
+        A thread that ended when all its schedulers were closed is started again for a
+        scheduler added since.
+        """
         if self.thread is None:
             self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self.thread.start()
@@ -172,6 +176,8 @@ class PassThread:
             with self.cond:
                 while not any(s.has_work() for s in self.schedulers):
                     if self.finished:
+                        if self.thread is threading.current_thread():
+                            self.thread = None  # a later start() starts a new one
                         return
                     self.cond.wait()
                 schedulers = list(self.schedulers)
