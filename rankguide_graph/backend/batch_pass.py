@@ -62,6 +62,15 @@ class RowOutput:
     head reads) at the run's last token, when it asked (``want_hidden``)."""
 
 
+def padding_id(tokenizer: Any) -> int:
+    """The id fed at padding positions of a batched pass (never attended to).
+
+    The tokenizer's pad token, else 0.
+    """
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else 0
+
+
 def forward_rows(
     model: nn.Module,
     cache_keyword: str,

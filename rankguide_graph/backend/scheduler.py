@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from rankguide_graph.backend.batch_pass import RowInput, RowOutput, forward_rows
+from rankguide_graph.backend.batch_pass import RowInput, RowOutput, forward_rows, padding_id
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.loading import LoadedModel
 from rankguide_graph.backend.slot_cache import SlotCache
@@ -202,6 +202,7 @@ class BatchScheduler:
         self.rows_decoded = 0
         """Run-tokens those passes decoded (``rows_decoded / passes`` is the mean batch)."""
         self._keyword = cache_keyword(loaded.model)
+        self._pad = padding_id(loaded.tokenizer)
         self.batchable = not uses_sliding_window(loaded.model.config.get_text_config())
         """Whether runs share passes: a model with sliding-window layers runs each run's pass
         alone (one batched mask cannot carry a per-layer window), still on this thread."""
@@ -357,12 +358,6 @@ class BatchScheduler:
             job.future.set_exception(error)
             return False
         return job.step(output.logits, output.last_hidden)
-
-    @property
-    def _pad(self) -> int:
-        """The id fed at padding positions (never attended to)."""
-        pad = getattr(self.loaded.tokenizer, "pad_token_id", None)
-        return int(pad) if pad is not None else 0
 
 
 def uses_sliding_window(config: Any) -> bool:

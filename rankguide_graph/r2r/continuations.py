@@ -40,7 +40,7 @@ from rankguide_graph.backend import (
     StepStopRule,
     TokenSampler,
 )
-from rankguide_graph.backend.batch_pass import RowInput, forward_rows
+from rankguide_graph.backend.batch_pass import RowInput, forward_rows, padding_id
 from rankguide_graph.backend.cache_keyword import cache_keyword
 from rankguide_graph.backend.runner import common_prefix
 from rankguide_graph.backend.scheduler import model_lock, uses_sliding_window
@@ -118,9 +118,13 @@ class Continuer:
                 break
         return out
 
+    def only_first(self, token: int, scope: Scope, budget: int) -> bool:
+        """Whether a continuation starting with ``token`` is that token alone (no pass needed)."""
+        return self.ends(token, scope) or budget <= 1
+
     def after(self, prefix: list[int], token: int, scope: Scope, budget: int) -> list[int]:
         """The LRM's greedy continuation of ``prefix + [token]`` (``token`` first in it)."""
-        if self.ends(token, scope) or budget <= 1:
+        if self.only_first(token, scope, budget):
             return [token]
         sequence = [*prefix, token]
         keep = common_prefix(self.sequence, sequence)
@@ -164,12 +168,11 @@ class BatchedContinuer:
         self.single = Continuer(lrm)
         self.model = lrm.model
         self.slots = SlotCache(lrm.model, batch)
-        self.rows = [self.slots.acquire() for _ in range(batch)]
-        self.held: dict[int, list[int]] = {int(row): [] for row in self.rows if row is not None}
+        rows = [self.slots.acquire() for _ in range(batch)]  # a new cache: every row is free
+        self.held: dict[int, list[int]] = {row: [] for row in rows if row is not None}
         """The tokens each row's cache holds."""
         self._keyword = cache_keyword(lrm.model)
-        pad = getattr(lrm.tokenizer, "pad_token_id", None)
-        self._pad = int(pad) if pad is not None else 0
+        self._pad = padding_id(lrm.tokenizer)
         self._batchable = not uses_sliding_window(lrm.model.config.get_text_config())
         self.passes = 0
         """Decode passes run so far."""
@@ -190,7 +193,7 @@ class BatchedContinuer:
         results: list[list[int]] = [[] for _ in jobs]
         waiting: deque[int] = deque()
         for index, (_, token, scope, budget) in enumerate(jobs):
-            if self.single.ends(token, scope) or budget <= 1:
+            if self.single.only_first(token, scope, budget):
                 results[index] = [token]
             else:
                 waiting.append(index)
@@ -229,7 +232,7 @@ class BatchedContinuer:
 
     def _decode_pass(self, active: dict[int, _Active]) -> None:
         """Feed every active row its sampled token in one pass; sample the next."""
-        rows = [row for row, run in active.items() if not run.done]
+        rows = list(active)  # continue_all has taken the finished ones out
         inputs = [RowInput(row=row, tokens=[active[row].pending]) for row in rows]
         if self._batchable:
             outputs = self._forward(inputs)
